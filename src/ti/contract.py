@@ -1,0 +1,142 @@
+"""The TI container contract: one place for the paths, variables, container names and object keys
+that the renderer (pods), the toolkit (inside pods) and local mode must agree on.
+
+Pure constants and string functions; nothing here touches a cluster or a store.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ---- the /opt/ml layout inside every training container -------------------------------------------
+ML_ROOT = "/opt/ml"
+CODE_DIR = f"{ML_ROOT}/code"
+INPUT_DIR = f"{ML_ROOT}/input"
+INPUT_DATA_DIR = f"{INPUT_DIR}/data"
+INPUT_CONFIG_DIR = f"{INPUT_DIR}/config"
+MODEL_DIR = f"{ML_ROOT}/model"
+OUTPUT_DIR = f"{ML_ROOT}/output"
+OUTPUT_DATA_DIR = f"{OUTPUT_DIR}/data"
+FAILURE_FILE = f"{OUTPUT_DIR}/failure"
+CHECKPOINT_DIR = f"{ML_ROOT}/checkpoints"
+# Our own bookkeeping inside the shared volume: the launcher script, the main container's exit code
+# and its log. Hidden so a user's `ls /opt/ml` sees only the contract.
+TI_DIR = f"{ML_ROOT}/.ti"
+LAUNCHER = f"{TI_DIR}/launch.sh"
+EXIT_CODE_FILE = f"{TI_DIR}/exitcode"
+LOG_FILE = f"{TI_DIR}/training.log"
+UPLOAD_FAILURE_FILE = f"{TI_DIR}/upload-failure"
+
+HYPERPARAMETERS_FILE = "hyperparameters.json"
+INPUT_DATA_CONFIG_FILE = "inputdataconfig.json"
+RESOURCE_CONFIG_FILE = "resourceconfig.json"
+
+# Local mode maps ML_ROOT to a work directory; every tool reads the root from this variable.
+ML_ROOT_ENV = "TI_ML_ROOT"
+
+# ---- containers of a training pod -----------------------------------------------------------------
+FETCH_CONTAINER = "fetch"  # init: source, channels, config files, checkpoints, the launcher
+MAIN_CONTAINER = "tensorflow"  # the user's script, in the framework or custom image
+UPLOAD_CONTAINER = "upload"  # waits for the main container, then model, output, logs, checkpoints
+ML_VOLUME = "ml"
+
+FETCH_COMMAND = ["ti-toolkit", "fetch"]
+UPLOAD_COMMAND = ["ti-toolkit", "upload"]
+
+# Exit code of the upload container when the upload failed; its termination message starts with
+# UPLOAD_FAILED_REASON so status derivation can tell it from the script's own failure.
+UPLOAD_FAILED_EXIT_CODE = 70
+UPLOAD_FAILED_REASON = "UploadFailed"
+FAILURE_MESSAGE_LIMIT = 4096
+
+# ---- variables the training script sees (DESIGN §2) ------------------------------------------------
+TM_MODEL_DIR = "TM_MODEL_DIR"
+TM_NUM_GPUS = "TM_NUM_GPUS"
+TM_NUM_CPUS = "TM_NUM_CPUS"
+TM_OUTPUT_DATA_DIR = "TM_OUTPUT_DATA_DIR"
+TM_CHANNELS = "TM_CHANNELS"
+TM_HPS = "TM_HPS"
+TM_HOSTS = "TM_HOSTS"
+TM_CURRENT_HOST = "TM_CURRENT_HOST"
+TM_INPUT_CONFIG_DIR = "TM_INPUT_CONFIG_DIR"
+TM_CHECKPOINT_DIR = "TM_CHECKPOINT_DIR"
+TF_CONFIG = "TF_CONFIG"
+
+# ---- variables only our toolkit reads (fetch / upload steps) ---------------------------------------
+TI_JOB_NAME = "TI_JOB_NAME"
+TI_SOURCE_DIR = "TI_SOURCE_DIR"  # URI of sourcedir.tar.gz, or empty
+TI_ENTRY_POINT = "TI_ENTRY_POINT"
+TI_INPUTS = "TI_INPUTS"  # JSON: channel name -> URI
+TI_OUTPUT_PATH = "TI_OUTPUT_PATH"
+TI_CHECKPOINT_PATH = "TI_CHECKPOINT_PATH"
+TI_INSTANCE_INDEX = "TI_INSTANCE_INDEX"  # 0 is the chief: it uploads the model
+TI_INSTANCE_ROLE = "TI_INSTANCE_ROLE"  # worker | ps
+TI_METRIC_DEFINITIONS = "TI_METRIC_DEFINITIONS"  # JSON list of {name, regex}
+TI_CHECKPOINT_SYNC_SECONDS = "TI_CHECKPOINT_SYNC_SECONDS"
+
+# ---- object-store settings (Tencent Cloud's usual names, plus overrides for private clouds) -------
+TENCENTCLOUD_SECRETID = "TENCENTCLOUD_SECRETID"
+TENCENTCLOUD_SECRETKEY = "TENCENTCLOUD_SECRETKEY"
+TENCENTCLOUD_SESSIONTOKEN = "TENCENTCLOUD_SESSIONTOKEN"
+TENCENTCLOUD_REGION = "TENCENTCLOUD_REGION"
+COS_ENDPOINT = "TI_COS_ENDPOINT"  # e.g. http://127.0.0.1:9000 for a private or test server
+
+# ---- labels and annotations ---------------------------------------------------------------------------
+GROUP = "training.ti.io"
+LABEL_JOB = f"{GROUP}/job-name"
+LABEL_ROLE = f"{GROUP}/role"
+LABEL_INDEX = f"{GROUP}/instance-index"
+LABEL_GENERATION = f"{GROUP}/attempt"
+
+ROLE_WORKER = "worker"
+ROLE_PS = "ps"
+
+_CHANNEL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,62}$")
+CHANNEL_NAME_PATTERN = _CHANNEL_RE.pattern
+
+
+def channel_env(name: str) -> str:
+    """`train` → `TM_CHANNEL_TRAIN`."""
+    return f"TM_CHANNEL_{name.upper()}"
+
+
+def channel_dir(name: str, root: str = ML_ROOT) -> str:
+    return f"{root}/input/data/{name}"
+
+
+def instance_name(job: str, role: str, index: int) -> str:
+    """Deterministic pod (and host) name of one instance: a restart can never create a second one."""
+    return f"{job}-{role}-{index}"
+
+
+def job_prefix(output_path: str, job: str) -> str:
+    return f"{output_path.rstrip('/')}/{job}"
+
+
+def model_uri(output_path: str, job: str) -> str:
+    return f"{job_prefix(output_path, job)}/output/model.tar.gz"
+
+
+def output_data_uri(output_path: str, job: str) -> str:
+    return f"{job_prefix(output_path, job)}/output/output.tar.gz"
+
+
+def log_uri(output_path: str, job: str, host: str) -> str:
+    return f"{job_prefix(output_path, job)}/logs/{host}.log"
+
+
+def source_uri(output_path: str, job: str) -> str:
+    return f"{job_prefix(output_path, job)}/source/sourcedir.tar.gz"
+
+
+def hyperparameter_args(hyperparameters: dict[str, str]) -> list[str]:
+    """Hyperparameters as the script's command-line arguments, in a stable order."""
+    args: list[str] = []
+    for key in sorted(hyperparameters):
+        args += [f"--{key}", str(hyperparameters[key])]
+    return args
+
+
+def main_command(entry_point: str, hyperparameters: dict[str, str]) -> list[str]:
+    """The main container's command: our POSIX launcher (placed by the fetch step) runs the script."""
+    return ["/bin/sh", LAUNCHER, entry_point, *hyperparameter_args(hyperparameters)]

@@ -1,0 +1,1 @@
+"""Real Kubernetes control plane fixture. Filled by the foundation issue."""
