@@ -1,0 +1,46 @@
+# ti-operator — `make help` lists the targets. `make test` installs everything it needs, then runs every tier.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST := $(BIN)/pytest -p no:cacheprovider
+CRD    := crds/tftrainingjobs.training.ti.io.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help setup toolchain lint format test test-unit test-integration crds docs demo bench e2e-kind clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv with the package and its dev tools (tensorflow-cpu, moto, ruff, mypy)
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+toolchain: ## build/fetch the pinned control plane (etcd, kube-*, kwok, kubectl, helm) into ~/.cache/ti-operator
+	bash hack/toolchain.sh
+
+lint: setup ## ruff (lint + format check) and mypy on src/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test-unit: setup ## pure functions, no server
+	$(PYTEST) -m unit tests/unit
+
+test-integration: setup toolchain ## real kube-apiserver/etcd/scheduler/controller-manager/kwok + loopback object store
+	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" $(PYTEST) -m integration tests/integration
+
+test: lint test-unit test-integration ## everything CI runs
+
+crds: setup ## regenerate the CRD and docs/api.md from the pydantic models
+	$(BIN)/python -m ti.api.crd > $(CRD)
+	$(BIN)/python -m ti.api.docs > docs/api.md
+
+clean: ## remove the venv and test leftovers (the toolchain cache stays)
+	rm -rf $(VENV) test-logs .ti-work .mypy_cache .ruff_cache
