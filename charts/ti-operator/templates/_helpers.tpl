@@ -1,0 +1,174 @@
+{{/*
+ti-operator.name is the chart name, or nameOverride.
+*/}}
+{{- define "ti-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+ti-operator.fullname is the prefix of every object's name: fullnameOverride, or "<release>-<name>"
+(just the release name when it already contains the chart name). DNS labels allow 63 characters.
+*/}}
+{{- define "ti-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+ti-operator.chart is "<chart>-<version>", for the helm.sh/chart label.
+*/}}
+{{- define "ti-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+ti-operator.selectorLabels select the operator pod; they never change across upgrades.
+*/}}
+{{- define "ti-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ti-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+ti-operator.labels go on every object of the release.
+*/}}
+{{- define "ti-operator.labels" -}}
+helm.sh/chart: {{ include "ti-operator.chart" . }}
+{{ include "ti-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: ti-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+ti-operator.serviceAccountName is the operator's ServiceAccount.
+*/}}
+{{- define "ti-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ti-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+ti-operator.image is the operator image reference; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "ti-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+ti-operator.toolkitImage is the image of the fetch and upload steps: config.toolkitImage or the operator image.
+*/}}
+{{- define "ti-operator.toolkitImage" -}}
+{{- default (include "ti-operator.image" .) .Values.config.toolkitImage }}
+{{- end }}
+
+{{/*
+ti-operator.watchNamespaces is the JSON list of namespaces watched in namespaced mode (the release
+namespace when watchNamespaces is empty). Cluster mode with a namespace list is refused: say which one
+you mean.
+*/}}
+{{- define "ti-operator.watchNamespaces" -}}
+{{- if eq .Values.rbac.scope "cluster" }}
+{{- if .Values.watchNamespaces }}
+{{- fail (printf "watchNamespaces (%s) is only used with rbac.scope=namespaced; with rbac.scope=cluster the operator watches every namespace: set rbac.scope=namespaced or remove watchNamespaces" (join ", " .Values.watchNamespaces)) }}
+{{- end }}
+{{- list | toJson }}
+{{- else }}
+{{- $namespaces := .Values.watchNamespaces | default (list .Release.Namespace) | uniq }}
+{{- $namespaces | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+ti-operator.catalog is catalog.yaml: instance types, framework images and the toolkit image, in the
+shape of the operator's built-in catalog (src/ti/catalog/defaults.yaml), read through TI_CATALOG_FILE.
+*/}}
+{{- define "ti-operator.catalog" -}}
+inheritDefaults: {{ .Values.config.inheritDefaults }}
+toolkitImage: {{ include "ti-operator.toolkitImage" . | quote }}
+instanceTypes:
+{{- $types := dict }}
+{{- range $name, $type := .Values.config.instanceTypes }}
+{{- if $type }}{{ $_ := set $types $name $type }}{{ end }}
+{{- end }}
+{{- if $types }}
+  {{- toYaml $types | nindent 2 }}
+{{- else }} {}
+{{- end }}
+frameworks:
+{{- $frameworks := dict }}
+{{- range $version, $images := .Values.config.frameworks }}
+{{- if $images }}{{ $_ := set $frameworks $version $images }}{{ end }}
+{{- end }}
+{{- if $frameworks }}
+  {{- toYaml $frameworks | nindent 2 }}
+{{- else }} {}
+{{- end }}
+{{- end }}
+
+{{/*
+ti-operator.config is config.yaml: the operator's whole configuration (TI_OPERATOR_CONFIG), the
+catalog included. The settings are also passed as the TI_* variables that ti.render.OperatorConfig
+reads (see deployment.yaml), from the same values.
+*/}}
+{{- define "ti-operator.config" -}}
+imagePullPolicy: {{ .Values.config.imagePullPolicy }}
+defaultStorageSecret: {{ .Values.config.defaultStorageSecret | quote }}
+cos:
+  region: {{ .Values.config.cos.region | quote }}
+  endpoint: {{ .Values.config.cos.endpoint | quote }}
+checkpointSyncSeconds: {{ .Values.config.checkpointSyncSeconds }}
+stopGraceSeconds: {{ .Values.config.stopGraceSeconds }}
+resyncSeconds: {{ .Values.config.resyncSeconds }}
+{{ include "ti-operator.catalog" . }}
+{{- end }}
+
+{{/*
+ti-operator.jobRules are the rules the operator needs wherever it runs jobs (a ClusterRole in cluster
+mode, a Role per watched namespace otherwise). Each rule says why it is there.
+*/}}
+{{- define "ti-operator.jobRules" -}}
+# Watch jobs; patch them for kopf's annotations and finalizer; delete them when ttlSecondsAfterFinished expires.
+- apiGroups: ["training.ti.io"]
+  resources: ["tftrainingjobs"]
+  verbs: ["get", "list", "watch", "patch", "update", "delete"]
+# Write phase, conditions and instances on the status subresource.
+- apiGroups: ["training.ti.io"]
+  resources: ["tftrainingjobs/status"]
+  verbs: ["get", "patch", "update"]
+# One pod per instance: create them, follow them, delete them on retry, suspend, stop and cleanPodPolicy;
+# patch for labels and the stop annotation.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+# The headless Service that gives multi-instance jobs their DNS names for TF_CONFIG.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Kubernetes Events on the job for `kubectl describe` (created, failed, restarting, completed).
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+ti-operator.crdRules: kopf lists and watches CustomResourceDefinitions to find its resources.
+*/}}
+{{- define "ti-operator.crdRules" -}}
+# kopf discovers the TFTrainingJob CRD, and notices it appearing or going, through CRDs (read-only).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
