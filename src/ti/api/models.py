@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -592,6 +592,14 @@ class TFTrainingJobStatus(_StatusModel):
         return next((c for c in self.conditions if c.type == type_), None)
 
 
+class InstanceRef(NamedTuple):
+    """One instance a job asks for: its role (worker or ps), index within the role, and name."""
+
+    role: str
+    index: int
+    name: str
+
+
 # ---- the object ---------------------------------------------------------------------------------------
 
 
@@ -659,6 +667,18 @@ class TFTrainingJob(BaseModel):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    def instances(self) -> list[InstanceRef]:
+        """Every instance the job asks for, workers first; worker 0 is the chief."""
+        refs = [
+            InstanceRef(contract.ROLE_WORKER, i, contract.instance_name(self.name, contract.ROLE_WORKER, i))
+            for i in range(self.spec.instance_count)
+        ]
+        refs += [
+            InstanceRef(contract.ROLE_PS, i, contract.instance_name(self.name, contract.ROLE_PS, i))
+            for i in range(self.spec.ps_count)
+        ]
+        return refs
 
     @property
     def namespace(self) -> str:
