@@ -7,8 +7,8 @@ import pytest
 
 from ti import contract
 from ti.api import ConditionStatus, ConditionType, InstancePhase, Phase, TFTrainingJobStatus
+from ti.api.models import REASONS
 from ti.status import (
-    REASONS,
     Outcome,
     derive_status,
     judge,

@@ -1,0 +1,389 @@
+"""The operator's one decision: given a job and what exists, what to do next. Pure and idempotent.
+
+`plan()` serves create, resume, update, pod events and the drift timer alike; it never assumes an
+order of events. The same observed state gives the same plan, so replaying it is harmless:
+
+- pod names are deterministic, so an instance never gets a second pod (a create that meets an
+  existing pod is a conflict the caller ignores);
+- a retry first deletes every pod of the current attempt, records attempt+1 in status.restartCount,
+  and creates the next attempt's pods only once none of the old ones is left;
+- pods are created only while status says the attempt's pods do not exist yet (phase unset,
+  Pending or Suspended); after that, a missing pod is a deleted pod, a platform fault.
+  So `pods` must be a fresh list from the API server, not a lagging cache.
+
+The caller applies a plan in this order: delete pods, create the Service, create pods, patch status,
+emit events, delete the job; then looks again after `requeue_after` seconds if set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from ti import contract
+from ti import status as st
+from ti.api import (
+    CleanPodPolicy,
+    InstancePhase,
+    Phase,
+    TFTrainingJob,
+    TFTrainingJobStatus,
+    status_body,
+)
+from ti.api import models as reasons
+from ti.catalog import Catalog, CatalogError
+from ti.render import OperatorConfig, render
+from ti.status import attempt_of, current_attempt, derive_status, read_pod, transition
+
+# How soon to look again while waiting for pods to go away (their deletion events also wake us).
+WAIT_SECONDS = 2.0
+
+_CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED)
+_FREE_ALL_REASONS = (
+    reasons.UNSCHEDULABLE,
+    reasons.MAX_RUN_EXCEEDED,
+    reasons.INVALID_SPEC,
+    reasons.BACKOFF_LIMIT_EXCEEDED,
+)
+
+
+@dataclass(frozen=True)
+class PodDeletion:
+    """A pod to delete, why (retry, stop, suspend, outdated, clean), and its SIGTERM grace."""
+
+    name: str
+    reason: str
+    grace_period_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to record on the job."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do. Empty lists and None mean nothing to do of that kind."""
+
+    create_pods: list[dict[str, Any]] = field(default_factory=list)
+    delete_pods: list[PodDeletion] = field(default_factory=list)
+    create_service: dict[str, Any] | None = None
+    status: TFTrainingJobStatus | None = None  # the new status; None when unchanged
+    status_patch: dict[str, Any] | None = None  # JSON merge patch for .status; None when unchanged
+    events: list[Event] = field(default_factory=list)
+    delete_job: bool = False
+    requeue_after: float | None = None
+
+    @property
+    def idle(self) -> bool:
+        """True when the plan changes nothing."""
+        return not (
+            self.create_pods
+            or self.delete_pods
+            or self.create_service
+            or self.status_patch
+            or self.delete_job
+        )
+
+
+def plan(
+    job: TFTrainingJob,
+    pods: Iterable[Mapping[str, Any]],
+    service: Mapping[str, Any] | None,
+    now: datetime,
+    catalog: Catalog,
+    config: OperatorConfig,
+) -> Plan:
+    """Decide the next step for `job`, given its pods (any attempt) and its Service (or None)."""
+    if job.metadata.deletion_timestamp is not None:
+        return Plan()  # the garbage collector removes the pods through their ownerReferences
+    mine, foreign = _owned(job, pods)
+    d = _Decision(job, now, config)
+    old = job.status
+    if old is not None and old.phase is not None and old.phase.finished:
+        d.finished(mine, old)
+    else:
+        d.active(mine, foreign, service, catalog)
+    return d.plan()
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch turning `old` into `new` (lists are replaced whole)."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            inner = merge_patch(before, value)
+            if inner:
+                patch[key] = inner
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch
+
+
+class _Decision:
+    # Collects one plan; each path below fills in what it needs.
+
+    def __init__(self, job: TFTrainingJob, now: datetime, config: OperatorConfig) -> None:
+        self.job = job
+        self.now = now
+        self.config = config
+        self.old = job.status or TFTrainingJobStatus()
+        self.new: TFTrainingJobStatus = self.old
+        self.create_pods: list[dict[str, Any]] = []
+        self.deletions: list[PodDeletion] = []
+        self.service: dict[str, Any] | None = None
+        self.events: list[Event] = []
+        self.delete_job = False
+        self.requeue: list[float] = []
+
+    # -- the paths --------------------------------------------------------------------------------
+
+    def active(
+        self,
+        mine: list[Mapping[str, Any]],
+        foreign: list[Mapping[str, Any]],
+        service: Mapping[str, Any] | None,
+        catalog: Catalog,
+    ) -> None:
+        job, old = self.job, self.old
+        attempt = current_attempt(job, mine)
+        try:
+            rendered = render(job, catalog, self.config, attempt, now=self.now)
+        except CatalogError as err:
+            self.fail(reasons.INVALID_SPEC, err.message)
+            self.delete(_live(mine), "failed", graceful=True)
+            return
+
+        policy = job.spec.run_policy
+        if policy.stop or old.phase in (Phase.STOPPING,):
+            self.stop(mine)
+            return
+        if policy.suspend:
+            self.suspend(mine)
+            return
+
+        outdated = [p for p in mine if attempt_of(p) != attempt]
+        current = [p for p in mine if attempt_of(p) == attempt]
+        self.delete(outdated, "outdated", graceful=False)
+
+        if old.phase in _CREATABLE:
+            # This attempt's pods are not known to exist: create those missing, once nothing that
+            # holds their names (an old attempt, a job of the same name before) is still there.
+            blockers = outdated + foreign + [p for p in current if _deleting(p)]
+            if blockers:
+                self.to(
+                    Phase.PENDING,
+                    reason=old.reason if old.phase == Phase.PENDING else "WaitingForPods",
+                    message=f"waiting for {len(blockers)} old pods to go away",
+                )
+                self.requeue.append(WAIT_SECONDS)
+                return
+            have = {_name(p) for p in current}
+            missing = [p for p in rendered.pods if p["metadata"]["name"] not in have]
+            if missing:
+                if rendered.service is not None and service is None:
+                    self.service = rendered.service
+                self.create_pods = missing
+                self.to(Phase.STARTING)
+                self.new.restart_count = attempt
+                self.new.instances = [
+                    i if i.pod else i.model_copy(update={"pod": i.name, "phase": InstancePhase.STARTING})
+                    for i in st.instance_statuses(job, [read_pod(p) for p in current], attempt)
+                ]
+                self.event("Normal", "Created", f"created {len(missing)} pods (attempt {attempt})")
+                return
+            # All pods exist already (the operator stopped before it recorded them): read them.
+
+        if rendered.service is not None and service is None:
+            self.service = rendered.service  # someone deleted it; the pods need their DNS names
+        self.new, verdict = derive_status(job, mine, self.now)
+        self.instance_events(current, attempt)
+        if verdict.retry:
+            self.delete(current, "retry", graceful=True)
+            self.event(
+                "Warning",
+                "Restarting",
+                f"restarting all instances (attempt {self.new.restart_count} of "
+                f"runPolicy.backoffLimit {policy.backoff_limit}): {verdict.message}",
+            )
+            self.requeue.append(WAIT_SECONDS)
+            return
+        if self.new.phase is not None and self.new.phase.finished:
+            self.finish_events()
+            self.clean(mine, self.new)
+            self.ttl(self.new)
+            return
+        if verdict.recheck_at is not None:
+            self.requeue.append((verdict.recheck_at - self.now).total_seconds())
+
+    def finished(self, mine: list[Mapping[str, Any]], old: TFTrainingJobStatus) -> None:
+        if old.observed_generation != self.job.metadata.generation:
+            self.new = old.model_copy(update={"observed_generation": self.job.metadata.generation})
+        self.clean(mine, old)
+        self.ttl(old)
+
+    def stop(self, mine: list[Mapping[str, Any]]) -> None:
+        live = _live(mine)
+        self.delete(live, "stop", graceful=True)
+        if live:
+            self.to(
+                Phase.STOPPING, reason="StopRequested", message="runPolicy.stop is true: stopping the pods"
+            )
+            if self.old.phase != Phase.STOPPING:
+                self.event("Normal", "Stopping", "runPolicy.stop is true: sending SIGTERM to every instance")
+            self.requeue.append(WAIT_SECONDS)
+            return
+        self.to(Phase.STOPPED, reason=reasons.STOPPED, message="stopped on request (runPolicy.stop)")
+        self.event("Normal", "Stopped", "the job was stopped on request; what was uploaded is kept")
+        self.clean(mine, self.new)
+        self.ttl(self.new)
+
+    def suspend(self, mine: list[Mapping[str, Any]]) -> None:
+        self.delete(mine, "suspend", graceful=True)
+        self.to(Phase.SUSPENDED, reason=reasons.SUSPENDED, message="runPolicy.suspend is true: pods deleted")
+        self.new.instances = st.instance_statuses(self.job, [], self.new.restart_count)
+        if self.old.phase != Phase.SUSPENDED:
+            self.event("Normal", "Suspended", "runPolicy.suspend is true: deleting the pods, keeping the job")
+        if mine:
+            self.requeue.append(WAIT_SECONDS)
+
+    # -- pieces -----------------------------------------------------------------------------------
+
+    def to(self, phase: Phase, *, reason: str | None = None, message: str | None = None) -> None:
+        self.new = transition(
+            self.old,
+            phase,
+            reason=reason,
+            message=message,
+            now=self.now,
+            generation=self.job.metadata.generation,
+        )
+
+    def fail(self, reason: str, message: str) -> None:
+        self.to(Phase.FAILED, reason=reason, message=message)
+        self.finish_events()
+        self.ttl(self.new)
+
+    def delete(self, pods: Iterable[Mapping[str, Any]], reason: str, *, graceful: bool) -> None:
+        named = {d.name for d in self.deletions}
+        for p in pods:
+            if _deleting(p) or _name(p) in named:
+                continue
+            grace = self.config.stop_grace_seconds if graceful and _live([p]) else 0
+            self.deletions.append(PodDeletion(_name(p), reason, grace))
+
+    def clean(self, mine: list[Mapping[str, Any]], status: TFTrainingJobStatus) -> None:
+        """Apply cleanPodPolicy to a finished job; some endings free every running pod regardless."""
+        policy = self.job.spec.run_policy.clean_pod_policy
+        live = _live(mine)
+        if policy == CleanPodPolicy.ALL:
+            self.delete(mine, "clean", graceful=True)
+        elif (
+            policy == CleanPodPolicy.RUNNING
+            or status.reason in _FREE_ALL_REASONS
+            or status.phase == Phase.STOPPED
+        ):
+            self.delete(live, "clean", graceful=True)
+        attempt = status.restart_count
+        self.delete([p for p in mine if attempt_of(p) != attempt], "outdated", graceful=False)
+
+    def ttl(self, status: TFTrainingJobStatus) -> None:
+        seconds = self.job.spec.run_policy.ttl_seconds_after_finished
+        if seconds is None:
+            return
+        ended = status.completion_time or self.now
+        left = ended.timestamp() + seconds - self.now.timestamp()
+        if left <= 0:
+            self.delete_job = True
+        else:
+            self.requeue.append(left)
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def finish_events(self) -> None:
+        if self.old.phase == self.new.phase:
+            return
+        if self.new.phase == Phase.COMPLETED:
+            self.event("Normal", "Completed", f"training completed; model at {self.new.model_artifacts}")
+        elif self.new.phase == Phase.FAILED:
+            self.event("Warning", "Failed", f"{self.new.reason}: {self.new.failure_reason}")
+
+    def instance_events(self, current: list[Mapping[str, Any]], attempt: int) -> None:
+        # Once per instance and attempt: status remembers what was already reported.
+        ended = (InstancePhase.FAILED, InstancePhase.DELETED)
+        before = {i.name: i for i in self.old.instances if i.restarts == attempt}
+        for r in (read_pod(p) for p in current):
+            was = before.get(r.name)
+            if r.phase not in ended or (was is not None and was.phase in ended):
+                continue
+            code = f" with exit code {r.exit_code}" if r.exit_code is not None else ""
+            self.event(
+                "Warning",
+                "InstanceFailed",
+                f"{r.name} failed{code}: {r.reason}: {r.message or ''}".rstrip(": "),
+            )
+
+    def transition_events(self) -> None:
+        if self.old.phase == Phase.SUSPENDED and self.new.phase not in (Phase.SUSPENDED, None):
+            self.events.insert(
+                0, Event("Normal", "Resumed", "runPolicy.suspend is false: recreating the pods")
+            )
+
+    def plan(self) -> Plan:
+        self.transition_events()
+        old_body = status_body(self.old) if self.job.status is not None else {}
+        new_body = status_body(self.new)
+        patch = merge_patch(old_body, new_body) if new_body != old_body else None
+        waits = [max(0.0, s) for s in self.requeue]
+        return Plan(
+            create_pods=self.create_pods,
+            delete_pods=self.deletions,
+            create_service=self.service,
+            status=self.new if patch else None,
+            status_patch=patch or None,
+            events=self.events,
+            delete_job=self.delete_job,
+            requeue_after=min(waits) if waits else None,
+        )
+
+
+def _owned(
+    job: TFTrainingJob, pods: Iterable[Mapping[str, Any]]
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    # Pods of a deleted job of the same name may linger until the garbage collector gets to them:
+    # they are not ours to read, but they hold our pods' names.
+    mine, foreign = [], []
+    for p in pods:
+        meta = p.get("metadata") or {}
+        if (meta.get("labels") or {}).get(contract.LABEL_JOB) != job.name:
+            continue
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+        if job.metadata.uid and owners and all(o.get("uid") != job.metadata.uid for o in owners):
+            foreign.append(p)
+        else:
+            mine.append(p)
+    return mine, foreign
+
+
+def _name(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name", ""))
+
+
+def _deleting(pod: Mapping[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _live(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [
+        p for p in pods if ((p.get("status") or {}).get("phase") or "Pending") not in ("Succeeded", "Failed")
+    ]
