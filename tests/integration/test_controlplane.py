@@ -51,19 +51,34 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_unschedulable(
 ) -> None:
     control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=_pod("greedy", 100))
     _wait_for(
-        control_plane, namespace, '{.status.conditions[?(@.type=="PodScheduled")].reason}', "pod/greedy",
+        control_plane,
+        namespace,
+        '{.status.conditions[?(@.type=="PodScheduled")].reason}',
+        "pod/greedy",
         "Unschedulable",
     )
     message = control_plane.kubectl(
-        "get", "pod/greedy", "-n", namespace, "-o", 'jsonpath={.status.conditions[?(@.type=="PodScheduled")].message}'
+        "get",
+        "pod/greedy",
+        "-n",
+        namespace,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="PodScheduled")].message}',
     ).stdout
     assert "Insufficient nvidia.com/gpu" in message
-    assert control_plane.kubectl("get", "pod/greedy", "-n", namespace, "-o", "jsonpath={.status.phase}").stdout == "Pending"
+    assert (
+        control_plane.kubectl("get", "pod/greedy", "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
+        == "Pending"
+    )
 
 
-def test_owned_configmap_is_garbage_collected_with_its_owner(control_plane: ControlPlane, namespace: str) -> None:
+def test_owned_configmap_is_garbage_collected_with_its_owner(
+    control_plane: ControlPlane, namespace: str
+) -> None:
     control_plane.kubectl("create", "configmap", "owner", "-n", namespace)
-    uid = control_plane.kubectl("get", "configmap/owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
+    uid = control_plane.kubectl(
+        "get", "configmap/owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+    ).stdout
     owned = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -80,11 +95,15 @@ def test_owned_configmap_is_garbage_collected_with_its_owner(control_plane: Cont
         time.sleep(0.3)
 
 
-def test_service_account_without_a_role_is_denied(control_plane: ControlPlane, namespace: str, tmp_path) -> None:
+def test_service_account_without_a_role_is_denied(
+    control_plane: ControlPlane, namespace: str, tmp_path
+) -> None:
     control_plane.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
     token = control_plane.kubectl("create", "token", "nobody", "-n", namespace).stdout.strip()
     kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "nobody.kubeconfig", namespace)
-    who = control_plane.kubectl("--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    who = control_plane.kubectl(
+        "--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"
+    )
     assert who.stdout == f"system:serviceaccount:{namespace}:nobody", "the signed token did not authenticate"
     denied = control_plane.kubectl("--kubeconfig", str(kubeconfig), "get", "pods", check=False)
     assert denied.returncode != 0

@@ -84,9 +84,15 @@ def _write_pki(pki: Path) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -110,7 +116,11 @@ def _write_pki(pki: Path) -> None:
             .not_valid_after(now + dt.timedelta(days=2))
             .add_extension(
                 x509.ExtendedKeyUsage(
-                    [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+                    [
+                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+                        if server
+                        else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+                    ]
                 ),
                 critical=False,
             )
@@ -141,12 +151,21 @@ def _write_pki(pki: Path) -> None:
     sa = key()
     save_key(sa, "sa.key")
     (pki / "sa.pub").write_bytes(
-        sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path | None = None, key: Path | None = None,
-                     token: str | None = None, namespace: str | None = None) -> Path:
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    ca: Path,
+    cert: Path | None = None,
+    key: Path | None = None,
+    token: str | None = None,
+    namespace: str | None = None,
+) -> Path:
     user: dict[str, str] = {}
     if cert and key:
         user = {"client-certificate": str(cert), "client-key": str(key)}
@@ -234,11 +253,20 @@ class ControlPlane:
     def api_client(self):  # type: ignore[no-untyped-def]
         from kubernetes import client, config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig), client_configuration=client.Configuration())
+        return config.new_client_from_config(
+            config_file=str(self.kubeconfig), client_configuration=client.Configuration()
+        )
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [str(self.bin / "kubectl"), *args], input=input, capture_output=True, text=True, env=self.env, timeout=120
+            [str(self.bin / "kubectl"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -260,7 +288,14 @@ class ControlPlane:
 
     def start(self, skip: tuple[str, ...] = ()) -> None:
         began = time.monotonic()
-        for tool in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"):
+        for tool in (
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+            "kubectl",
+        ):
             if not (self.bin / tool).exists():
                 raise RuntimeError(
                     f"{tool} is missing from {self.bin}: run `make toolchain` (hack/toolchain.sh) to build the "
@@ -272,59 +307,110 @@ class ControlPlane:
         p = self.pki
         self.ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")}
         self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
-        self.kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", self.server, p / "ca.crt", p / "admin.crt", p / "admin.key")
-        kcm_kc = write_kubeconfig(self.workdir / "kcm.kubeconfig", self.server, p / "ca.crt",
-                                  p / "controller-manager.crt", p / "controller-manager.key")
-        sched_kc = write_kubeconfig(self.workdir / "scheduler.kubeconfig", self.server, p / "ca.crt",
-                                    p / "scheduler.crt", p / "scheduler.key")
-        kwok_kc = write_kubeconfig(self.workdir / "kwok.kubeconfig", self.server, p / "ca.crt", p / "kwok.crt", p / "kwok.key")
+        self.kubeconfig = write_kubeconfig(
+            self.workdir / "kubeconfig", self.server, p / "ca.crt", p / "admin.crt", p / "admin.key"
+        )
+        kcm_kc = write_kubeconfig(
+            self.workdir / "kcm.kubeconfig",
+            self.server,
+            p / "ca.crt",
+            p / "controller-manager.crt",
+            p / "controller-manager.key",
+        )
+        sched_kc = write_kubeconfig(
+            self.workdir / "scheduler.kubeconfig",
+            self.server,
+            p / "ca.crt",
+            p / "scheduler.crt",
+            p / "scheduler.key",
+        )
+        kwok_kc = write_kubeconfig(
+            self.workdir / "kwok.kubeconfig", self.server, p / "ca.crt", p / "kwok.crt", p / "kwok.key"
+        )
         etcd_url = f"http://127.0.0.1:{self.ports['etcd']}"
         peer_url = f"http://127.0.0.1:{self.ports['etcd-peer']}"
         b = self.bin
         specs = {
             "etcd": [
-                str(b / "etcd"), "--name=default", f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}", "--unsafe-no-fsync", "--log-level=warn",
+                str(b / "etcd"),
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
             ],
             "kube-apiserver": [
-                str(b / "kube-apiserver"), f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
-                f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
-                f"--client-ca-file={p / 'ca.crt'}", "--authorization-mode=RBAC",
+                str(b / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports['apiserver']}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc",
-                f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
-                "--endpoint-reconciler-type=none", "--profiling=false",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
                 f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
                 "--kubelet-preferred-address-types=InternalIP",
+                # Aggregation-layer CA: without it every component logs "missing content for CA bundle".
+                f"--requestheader-client-ca-file={p / 'ca.crt'}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             ],
             "kube-controller-manager": [
-                str(b / "kube-controller-manager"), f"--kubeconfig={kcm_kc}", f"--authentication-kubeconfig={kcm_kc}",
-                f"--authorization-kubeconfig={kcm_kc}", "--leader-elect=false",
-                "--bind-address=127.0.0.1", f"--secure-port={self.ports['kcm']}",
-                f"--service-account-private-key-file={p / 'sa.key'}", f"--root-ca-file={p / 'ca.crt'}",
-                "--use-service-account-credentials=true", "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
-                "--kube-api-qps=200", "--kube-api-burst=400",
+                str(b / "kube-controller-manager"),
+                f"--kubeconfig={kcm_kc}",
+                f"--authentication-kubeconfig={kcm_kc}",
+                f"--authorization-kubeconfig={kcm_kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['kcm']}",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
             ],
             "kube-scheduler": [
-                str(b / "kube-scheduler"), f"--kubeconfig={sched_kc}", f"--authentication-kubeconfig={sched_kc}",
-                f"--authorization-kubeconfig={sched_kc}", "--leader-elect=false",
-                "--bind-address=127.0.0.1", f"--secure-port={self.ports['scheduler']}",
+                str(b / "kube-scheduler"),
+                f"--kubeconfig={sched_kc}",
+                f"--authentication-kubeconfig={sched_kc}",
+                f"--authorization-kubeconfig={sched_kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['scheduler']}",
             ],
             "kwok": [
-                str(b / "kwok"), f"--kubeconfig={kwok_kc}", "--manage-all-nodes=false",
+                str(b / "kwok"),
+                f"--kubeconfig={kwok_kc}",
+                "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
-                "--node-ip=127.0.0.1", f"--node-port={self.ports['kwok']}",
-                f"--server-address=127.0.0.1:{self.ports['kwok']}", "--cidr=10.244.0.1/16",
-                f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
+                "--node-ip=127.0.0.1",
+                f"--node-port={self.ports['kwok']}",
+                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                "--cidr=10.244.0.1/16",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
             ],
         }
         self.components = {
-            name: Component(name, argv, self.logs / f"{name}.log") for name, argv in specs.items() if name not in skip
+            name: Component(name, argv, self.logs / f"{name}.log")
+            for name, argv in specs.items()
+            if name not in skip
         }
         self.components["etcd"].start()
         self._wait(lambda: _tcp_open(self.ports["etcd"]), "etcd")
@@ -369,7 +455,11 @@ class ControlPlane:
                 {
                     "apiVersion": "v1",
                     "kind": "Node",
-                    "metadata": {"name": name, "labels": labels, "annotations": {KWOK_NODE_ANNOTATION: "fake"}},
+                    "metadata": {
+                        "name": name,
+                        "labels": labels,
+                        "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+                    },
                     "status": {"capacity": capacity, "allocatable": capacity},
                 }
             )
@@ -377,8 +467,11 @@ class ControlPlane:
 
     def _nodes_ready(self) -> bool:
         out = self.kubectl(
-            "get", "nodes", "-o",
-            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}', check=False,
+            "get",
+            "nodes",
+            "-o",
+            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+            check=False,
         ).stdout.split()
         return len(out) == 4 and all(s == "True" for s in out)
 
