@@ -140,3 +140,17 @@ def hyperparameter_args(hyperparameters: dict[str, str]) -> list[str]:
 def main_command(entry_point: str, hyperparameters: dict[str, str]) -> list[str]:
     """The main container's command: our POSIX launcher (placed by the fetch step) runs the script."""
     return ["/bin/sh", LAUNCHER, entry_point, *hyperparameter_args(hyperparameters)]
+
+
+# ---- toolkit bookkeeping (added by the data-plane issue) ------------------------------------------
+# The fetch step's failure reason, and the upload step's final metrics as JSON ({"metrics": {...}}),
+# beside the termination messages, so local mode (which has no kubelet) can read them too.
+FETCH_FAILURE_FILE = f"{TI_DIR}/fetch-failure"
+METRICS_FILE = f"{TI_DIR}/metrics.json"
+# Where the toolkit writes its termination message; Kubernetes' default path unless overridden
+# (local mode points it into the work directory).
+TERMINATION_LOG_ENV = "TI_TERMINATION_LOG"
+TERMINATION_LOG = "/dev/termination-log"
+DOWNLOAD_FAILED_EXIT_CODE = 1
+# Upper bound on the unpacked size of sourcedir.tar.gz (bytes); an archive over it is refused.
+TI_SOURCE_MAX_BYTES = "TI_SOURCE_MAX_BYTES"

@@ -50,6 +50,7 @@ __all__ = [
     "pack_dir",
     "parse_uri",
     "safe_relative_path",
+    "store_for",
     "target_path",
     "upload_dir",
 ]
@@ -58,22 +59,25 @@ _stores: dict[tuple[CosSettings, TransferConfig], CosStore] = {}
 _lock = threading.Lock()
 
 
-def open_store(
-    uri: str, env: Mapping[str, str] | None = None, config: TransferConfig | None = None
+def store_for(
+    uri: str, environ: Mapping[str, str] | None = None, config: TransferConfig | None = None
 ) -> ObjectStore:
-    """The store for `uri`'s scheme. COS settings come from `env` (default: `os.environ`).
+    """The store for `uri`'s scheme. COS settings come from `environ` (default: `os.environ`).
 
     COS stores are shared per settings, so repeated calls reuse one connection pool.
     """
     parsed = parse_uri(uri)
     if parsed.is_local:
         return FileStore()
-    settings = CosSettings.from_env(env)
+    settings = CosSettings.from_env(environ)
     key = (settings, config or TransferConfig())
     with _lock:
         if key not in _stores:
             _stores[key] = CosStore(settings, key[1])
         return _stores[key]
+
+
+open_store = store_for
 
 
 def upload_dir(

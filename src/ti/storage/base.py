@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ class ProgressMeter:
 class ObjectStore(Protocol):
     """What the toolkit, the SDK and local mode need from a store; URIs are absolute everywhere."""
 
-    def list_objects(self, uri: str) -> Iterator[ObjectInfo]:
+    def list(self, uri: str) -> Iterator[ObjectInfo]:
         """Every object below `uri` taken as a directory prefix, paginated lazily."""
         ...
 
@@ -94,7 +95,7 @@ class ObjectStore(Protocol):
 
     def download_prefix(
         self, uri: str, dest_dir: Path, *, progress: ProgressCallback | None = None
-    ) -> list[ObjectInfo]:
+    ) -> builtins.list[ObjectInfo]:
         """Every object below `uri` into `dest_dir`, or the single object `uri` names into `dest_dir`."""
         ...
 

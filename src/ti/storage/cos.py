@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import logging
 import os
@@ -128,7 +129,7 @@ class CosStore:
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def list_objects(self, uri: str) -> Iterator[ObjectInfo]:
+    def list(self, uri: str) -> Iterator[ObjectInfo]:
         parsed = _remote(uri)
         prefix = parsed.as_dir_prefix()
         marker = ""
@@ -189,8 +190,8 @@ class CosStore:
 
     def download_prefix(
         self, uri: str, dest_dir: Path, *, progress: ProgressCallback | None = None
-    ) -> list[ObjectInfo]:
-        objects = list(self.list_objects(uri))
+    ) -> builtins.list[ObjectInfo]:
+        objects = list(self.list(uri))
         if not objects:
             single = self.stat(uri)
             objects = [single] if single else []
@@ -207,7 +208,7 @@ class CosStore:
 
     def _plan(
         self, info: ObjectInfo, dest: Path, meter: ProgressMeter
-    ) -> list[Callable[[threading.Event], None]]:
+    ) -> builtins.list[Callable[[threading.Event], None]]:
         """Tasks that download one object: one GET, or byte ranges for an object above the threshold."""
         cfg = self.config
         if info.size <= cfg.range_threshold:
@@ -397,7 +398,7 @@ class CosStore:
         return etag
 
     def _complete(
-        self, uri: str, bucket: str, key: str, upload_id: str, etags: list[str], expected: str
+        self, uri: str, bucket: str, key: str, upload_id: str, etags: builtins.list[str], expected: str
     ) -> str:
         def attempt() -> str:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import tempfile
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ def _copy(src: Path, dest: Path, meter: ProgressMeter) -> None:
 class FileStore:
     """Objects are files; a prefix is a directory."""
 
-    def list_objects(self, uri: str) -> Iterator[ObjectInfo]:
+    def list(self, uri: str) -> Iterator[ObjectInfo]:
         root = _path(uri)
         if not root.is_dir():
             return
@@ -67,9 +68,9 @@ class FileStore:
 
     def download_prefix(
         self, uri: str, dest_dir: Path, *, progress: ProgressCallback | None = None
-    ) -> list[ObjectInfo]:
+    ) -> builtins.list[ObjectInfo]:
         single = self.stat(uri)
-        objects = [single] if single else list(self.list_objects(uri))
+        objects = [single] if single else list(self.list(uri))
         meter = ProgressMeter(uri, sum(o.size for o in objects), len(objects), progress)
         dest_dir.mkdir(parents=True, exist_ok=True)
         for info in objects:
