@@ -1,13 +1,81 @@
-"""kopf entry file: `kopf run operator/handlers.py`. Registration only; the logic lives in `ti`."""
+"""kopf entry file: `kopf run operator/handlers.py`. Registration only; the logic lives in `ti`.
+
+Every job event and every event of a job's pods leads to the same idempotent
+`ti.controller.Controller.reconcile`; the controller's own scheduler handles requeues and drift.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from typing import Any
+
 import kopf
+from kubernetes import client
+from kubernetes import config as kube_config
+from prometheus_client import start_http_server
+
+from ti import contract
+from ti.api import PLURAL
+from ti.catalog import load_catalog
+from ti.controller import GROUP, VERSION, Controller
+from ti.render import OperatorConfig
+
+METRICS_PORT_ENV = "TI_OPERATOR_METRICS_PORT"
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf's own bookkeeping goes to annotations; the schema'd status would be pruned by the API server.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="training.ti.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="training.ti.io")
-    settings.posting.level = 20  # INFO and above become Kubernetes Events
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    # The controller records the Events a user needs; kopf's per-handler events would only add writes.
+    settings.posting.enabled = False
+    settings.execution.max_workers = int(os.environ.get("TI_OPERATOR_WORKERS", "8"))
+    settings.watching.server_timeout = 300
+
+    controller = Controller(
+        api=_api_client(),
+        catalog=load_catalog(),
+        config=OperatorConfig.from_env(),
+    )
+    controller.start_scheduler()
+    memo["controller"] = controller
+
+    port = int(os.environ.get(METRICS_PORT_ENV, "9090"))
+    if port and not memo.get("metrics_started"):
+        start_http_server(port)
+        memo["metrics_started"] = True
+
+
+@kopf.on.cleanup()
+def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller | None = memo.get("controller")
+    if controller is not None:
+        controller.stop_scheduler()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def job_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller = memo["controller"]
+    if event.get("type") == "DELETED":
+        controller.forget(namespace, name)
+        return
+    controller.watch(namespace, name)
+    controller.reconcile(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={contract.LABEL_JOB: kopf.PRESENT})
+def pod_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].reconcile(namespace, labels[contract.LABEL_JOB])
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        kube_config.load_incluster_config()
+        return client.ApiClient()
+    except kube_config.ConfigException:
+        return kube_config.new_client_from_config()
+
+
+logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)

@@ -1,0 +1,267 @@
+"""The operator's I/O: read a job and its pods fresh from the API server, ask `ti.reconcile.plan` what to
+do, apply it. kopf's handlers in operator/handlers.py only call `Controller.reconcile`.
+
+Requeues (a scheduling deadline, pods still terminating, a TTL) run from one scheduler thread instead
+of kopf timers: timers would put a finalizer on every job, two more writes per job for nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter, Histogram
+
+from ti import contract
+from ti.api import API_VERSION, KIND, PLURAL, TFTrainingJob
+from ti.catalog import Catalog
+from ti.reconcile import Event, Plan, plan
+from ti.render import OperatorConfig
+
+GROUP, VERSION = API_VERSION.split("/")
+log = logging.getLogger("ti.controller")
+
+JOBS_CREATED = Counter("ti_jobs_created_total", "TFTrainingJobs whose pods were first created")
+JOBS_SUCCEEDED = Counter("ti_jobs_succeeded_total", "TFTrainingJobs that reached Completed")
+JOBS_FAILED = Counter("ti_jobs_failed_total", "TFTrainingJobs that reached Failed", ["reason"])
+JOBS_RESTARTED = Counter("ti_jobs_restarted_total", "Retries of all instances of a TFTrainingJob")
+RECONCILE_SECONDS = Histogram("ti_reconcile_duration_seconds", "Time of one reconcile of one job")
+
+Key = tuple[str, str]  # (namespace, job name)
+
+
+@dataclass
+class Controller:
+    """Reconciles TFTrainingJobs against the API server; thread-safe, one lock per job."""
+
+    api: client.ApiClient
+    catalog: Catalog
+    config: OperatorConfig
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    _locks: dict[Key, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _scheduler: _Scheduler | None = None
+
+    def __post_init__(self) -> None:
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    # -- entry points ----------------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> Plan | None:
+        """Bring one job one step closer to what its spec asks; returns the plan it applied."""
+        with self._lock((namespace, name)), RECONCILE_SECONDS.time():
+            body = self._get_job(namespace, name)
+            if body is None:
+                self.forget(namespace, name)
+                return None
+            job = TFTrainingJob.from_body(body)
+            pods = self.core.list_namespaced_pod(namespace, label_selector=f"{contract.LABEL_JOB}={name}")
+            pod_dicts = [self.api.sanitize_for_serialization(p) for p in pods.items]
+            service = self._get_service(namespace, name) if job.spec.distributed else None
+            decided = plan(job, pod_dicts, service, self.clock(), self.catalog, self.config)
+            self._apply(job, decided)
+        if decided.requeue_after is not None and self._scheduler is not None:
+            self._scheduler.at(time.monotonic() + decided.requeue_after, (namespace, name))
+        return decided
+
+    def start_scheduler(self) -> None:
+        if self._scheduler is None:
+            self._scheduler = _Scheduler(self._requeued)
+            self._scheduler.start()
+
+    def stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
+
+    def watch(self, namespace: str, name: str) -> None:
+        """Remember a job for the periodic resync (drift: anything a watch event might have missed)."""
+        if self._scheduler is not None:
+            self._scheduler.resync(
+                (namespace, name), time.monotonic() + self.config.resync_seconds, self.config.resync_seconds
+            )
+
+    def forget(self, namespace: str, name: str) -> None:
+        if self._scheduler is not None:
+            self._scheduler.drop((namespace, name))
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+
+    # -- applying a plan, in the order reconcile.plan documents ---------------------------------------
+
+    def _apply(self, job: TFTrainingJob, p: Plan) -> None:
+        ns, name = job.namespace, job.name
+        for d in p.delete_pods:
+            self._ignore(
+                404, self.core.delete_namespaced_pod, d.name, ns, grace_period_seconds=d.grace_period_seconds
+            )
+        if p.create_service is not None:
+            self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
+        for pod in p.create_pods:
+            # A conflict means the pod exists already (an earlier run created it): names are deterministic.
+            self._ignore(409, self.core.create_namespaced_pod, ns, pod)
+        if p.status_patch is not None:
+            try:
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, ns, PLURAL, name, {"status": p.status_patch}
+                )
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+        for e in p.events:
+            self._event(job, e)
+            self._count(e)
+        if p.delete_job:
+            self._ignore(
+                404,
+                self.custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                ns,
+                PLURAL,
+                name,
+                propagation_policy="Background",
+            )
+
+    def _event(self, job: TFTrainingJob, e: Event) -> None:
+        now = self.clock()
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{job.name}.", namespace=job.namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=API_VERSION,
+                kind=KIND,
+                name=job.name,
+                namespace=job.namespace,
+                uid=job.metadata.uid,
+                resource_version=job.metadata.resource_version,
+            ),
+            reason=e.reason,
+            message=e.message[:1024],
+            type=e.type,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="ti-operator"),
+            reporting_component="ti-operator",
+            reporting_instance="ti-operator",
+        )
+        try:
+            self.core.create_namespaced_event(job.namespace, event)
+        except ApiException as err:  # an event lost is not worth a failed reconcile
+            log.warning(
+                "could not record event %s on %s/%s: %s", e.reason, job.namespace, job.name, err.reason
+            )
+
+    @staticmethod
+    def _count(e: Event) -> None:
+        if e.reason == "Created" and "(attempt 0)" in e.message:
+            JOBS_CREATED.inc()
+        elif e.reason == "Completed":
+            JOBS_SUCCEEDED.inc()
+        elif e.reason == "Failed":
+            JOBS_FAILED.labels(reason=e.message.split(":", 1)[0]).inc()
+        elif e.reason == "Restarting":
+            JOBS_RESTARTED.inc()
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def _get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return dict(body)  # type: ignore[call-overload]
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def _get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            svc = self.core.read_namespaced_service(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        found: dict[str, Any] = self.api.sanitize_for_serialization(svc)
+        return found
+
+    @staticmethod
+    def _ignore(status: int, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            call(*args, **kwargs)
+        except ApiException as err:
+            if err.status != status:
+                raise
+
+    def _lock(self, key: Key) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _requeued(self, key: Key) -> None:
+        try:
+            self.reconcile(*key)
+        except Exception:  # the next event or resync tries again
+            log.exception("reconcile of %s/%s failed", *key)
+
+
+class _Scheduler(threading.Thread):
+    """Calls back each job at its due time: one-shot requeues and a periodic resync per known job."""
+
+    def __init__(self, callback: Callable[[Key], None]) -> None:
+        super().__init__(name="ti-requeue", daemon=True)
+        self._callback = callback
+        self._heap: list[tuple[float, int, Key, bool]] = []  # (due, seq, job, periodic)
+        self._periods: dict[Key, float] = {}
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._stopped = False
+
+    def at(self, when: float, key: Key, periodic: bool = False) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, key, periodic))
+            self._cond.notify()
+
+    def resync(self, key: Key, first: float, period: float) -> None:
+        with self._cond:
+            if key in self._periods:
+                return
+            self._periods[key] = period
+        self.at(first, key, periodic=True)
+
+    def drop(self, key: Key) -> None:
+        with self._cond:
+            self._periods.pop(key, None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, key, periodic = heapq.heappop(self._heap)
+                if periodic and key not in self._periods:
+                    continue  # the job is gone
+                # Other one-shot calls for the same job that are already due: one reconcile serves all.
+                now = time.monotonic()
+                self._heap = [e for e in self._heap if e[3] or e[2] != key or e[0] > now]
+                heapq.heapify(self._heap)
+                period = self._periods.get(key) if periodic else None
+            self._callback(key)
+            if period is not None:
+                self.at(time.monotonic() + period, key, periodic=True)
