@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the ti-operator images with a local Docker engine (`make images` runs it):
-#   $REGISTRY/operator:$VERSION                      operator + toolkit (fetch/upload steps)
+#   $REGISTRY/ti-operator:$VERSION                   operator + toolkit (fetch/upload steps), also
+#   $REGISTRY/ti-toolkit:$VERSION                    tagged under the catalog's default toolkit name
 #   $REGISTRY/tensorflow:<version>-<cpu|gpu>         TI TensorFlow framework images
 # Environment:
-#   REGISTRY     image prefix (default ti-operator); push the result there yourself
+#   REGISTRY     image prefix (default ghcr.io/ti-operator); push the result there yourself
 #   VERSION      operator image tag (default: the version in pyproject.toml)
-#   TF_VERSIONS  framework versions to build (default "1.14.0 2.0.0 2.15.0")
+#   TF_VERSIONS  framework versions to build (default "1.14.0 2.0.0 2.16.1", the catalog's presets)
 #   TF_VARIANTS  "cpu gpu" (default) or just "cpu" (the GPU bases are several GB each)
 #   ONLY         "operator" or "tensorflow" to build one kind only
 set -euo pipefail
@@ -22,16 +23,17 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 
-REGISTRY=${REGISTRY:-ti-operator}
+REGISTRY=${REGISTRY:-ghcr.io/ti-operator}
 VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)}
-TF_VERSIONS=${TF_VERSIONS:-1.14.0 2.0.0 2.15.0}
+TF_VERSIONS=${TF_VERSIONS:-1.14.0 2.0.0 2.16.1}
 TF_VARIANTS=${TF_VARIANTS:-cpu gpu}
 ONLY=${ONLY:-}
 export DOCKER_BUILDKIT=1
 
 if [ -z "$ONLY" ] || [ "$ONLY" = operator ]; then
-  echo "images: building $REGISTRY/operator:$VERSION"
-  docker build -f images/operator/Dockerfile --build-arg "VERSION=$VERSION" -t "$REGISTRY/operator:$VERSION" .
+  echo "images: building $REGISTRY/ti-operator:$VERSION (also tagged $REGISTRY/ti-toolkit:$VERSION)"
+  docker build -f images/operator/Dockerfile --build-arg "VERSION=$VERSION" \
+    -t "$REGISTRY/ti-operator:$VERSION" -t "$REGISTRY/ti-toolkit:$VERSION" .
 fi
 
 if [ -z "$ONLY" ] || [ "$ONLY" = tensorflow ]; then
