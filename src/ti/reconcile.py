@@ -51,7 +51,12 @@ _FREE_ALL_REASONS = (
 
 @dataclass(frozen=True)
 class PodDeletion:
-    """A pod to delete, why (retry, stop, suspend, outdated, clean), and its SIGTERM grace."""
+    """A pod to delete, why, and its SIGTERM grace (0 for pods that already ended).
+
+    Reasons: retry, stop, suspend, outdated (a pod of an earlier attempt), clean (cleanPodPolicy), or
+    the job's failure reason when an ending frees every running pod whatever the policy
+    (Unschedulable, MaxRunExceeded, BackoffLimitExceeded, InvalidSpec; Stopped).
+    """
 
     name: str
     reason: str
@@ -160,7 +165,7 @@ class _Decision:
             rendered = render(job, catalog, self.config, attempt, now=self.now)
         except CatalogError as err:
             self.fail(reasons.INVALID_SPEC, err.message)
-            self.delete(_live(mine), "failed", graceful=True)
+            self.delete(_live(mine), reasons.INVALID_SPEC, graceful=True)
             return
 
         policy = job.spec.run_policy
@@ -199,7 +204,10 @@ class _Decision:
                     i if i.pod else i.model_copy(update={"pod": i.name, "phase": InstancePhase.STARTING})
                     for i in st.instance_statuses(job, [read_pod(p) for p in current], attempt)
                 ]
-                self.event("Normal", "Created", f"created {len(missing)} pods (attempt {attempt})")
+                pods = "pod" if len(missing) == 1 else "pods"
+                self.event("Normal", "Created", f"created {len(missing)} {pods} (attempt {attempt})")
+                # Pod events wake the operator as the pods move; this is the deadline if none come.
+                self.requeue.append(float(policy.scheduling_timeout_seconds))
                 return
             # All pods exist already (the operator stopped before it recorded them): read them.
 
@@ -285,14 +293,13 @@ class _Decision:
         """Apply cleanPodPolicy to a finished job; some endings free every running pod regardless."""
         policy = self.job.spec.run_policy.clean_pod_policy
         live = _live(mine)
+        forced = status.reason in _FREE_ALL_REASONS or status.phase == Phase.STOPPED
+        # Forced frees carry the job's reason (e.g. Unschedulable), so the caller can log why.
+        why = (status.reason or "clean") if forced else "clean"
         if policy == CleanPodPolicy.ALL:
-            self.delete(mine, "clean", graceful=True)
-        elif (
-            policy == CleanPodPolicy.RUNNING
-            or status.reason in _FREE_ALL_REASONS
-            or status.phase == Phase.STOPPED
-        ):
-            self.delete(live, "clean", graceful=True)
+            self.delete(mine, why, graceful=True)
+        elif policy == CleanPodPolicy.RUNNING or forced:
+            self.delete(live, why, graceful=True)
         attempt = status.restart_count
         self.delete([p for p in mine if attempt_of(p) != attempt], "outdated", graceful=False)
 

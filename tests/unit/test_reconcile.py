@@ -113,7 +113,8 @@ def test_new_job_creates_its_pod() -> None:
     ]
     assert p.status_patch is not None and p.status_patch["phase"] == "Starting"
     assert reasons(p) == ["Created"]
-    assert p.requeue_after is None
+    assert p.events[0].message == "created 1 pod (attempt 0)"
+    assert p.requeue_after == 900  # the scheduling timeout, should no pod event come
 
 
 def test_plans_are_idempotent() -> None:
@@ -331,7 +332,10 @@ def test_unschedulable_frees_every_pod_whatever_the_policy() -> None:
     assert early.requeue_after == 30
     p = decide(j, pods, 60, service={})
     assert p.status is not None and p.status.reason == "Unschedulable"
-    assert sorted(d.name for d in p.delete_pods) == ["mnist-worker-0", "mnist-worker-1"]
+    assert sorted((d.name, d.reason) for d in p.delete_pods) == [
+        ("mnist-worker-0", "Unschedulable"),
+        ("mnist-worker-1", "Unschedulable"),
+    ]
 
 
 def test_max_run_exceeded_stops_the_pods() -> None:
