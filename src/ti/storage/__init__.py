@@ -9,7 +9,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from ti.storage.archive import UnsafeArchiveError, extract_tarball, pack_dir
+from ti.storage.archive import DEFAULT_MAX_EXTRACT_BYTES, UnsafeArchiveError, extract_tarball, pack_dir
 from ti.storage.base import MiB, ObjectInfo, ObjectStore, Progress, ProgressCallback, TransferConfig
 from ti.storage.cos import CosStore
 from ti.storage.errors import (
@@ -26,6 +26,7 @@ from ti.storage.settings import CosSettings, MissingCredentialsError
 from ti.storage.uri import ObjectURI, parse_uri, safe_relative_path, target_path
 
 __all__ = [
+    "DEFAULT_MAX_EXTRACT_BYTES",
     "AccessDeniedError",
     "CosSettings",
     "CosStore",
