@@ -7,6 +7,7 @@ import pytest
 pytest_plugins = [
     "tests.support.controlplane",
     "tests.support.objectstore",
+    "tests.support.operator",
 ]
 
 TIERS = {"unit", "integration", "e2e"}
