@@ -14,6 +14,7 @@ TF_CONFIG. Hosts are `<pod>.<job>.<namespace>.svc:2222`, resolved through the he
 is task {"type": "worker", "index": i}. parameterServer follows ParameterServerStrategy's and the
 Estimator's convention that a chief exists: worker 0 is {"type": "chief", "index": 0}, workers 1..n-1
 are {"type": "worker", "index": i-1}, and the ps pods are {"type": "ps", "index": j}.
+TM_HOSTS lists the workers only (TI's train_instance_count); parameter servers are extra pods.
 """
 
 from __future__ import annotations
