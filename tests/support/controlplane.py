@@ -198,8 +198,15 @@ class Component:
 
     def start(self) -> None:
         out = self.log.open("ab")
-        # A session of its own, so teardown can kill the whole group and nothing is left behind.
-        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # A session of its own, so teardown can kill the whole group; and a death signal, so even a
+        # SIGKILLed test runner leaves no component behind.
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         out.close()
 
     def running(self) -> bool:
@@ -478,6 +485,13 @@ class ControlPlane:
     def stop(self) -> None:
         for c in reversed(list(self.components.values())):
             c.stop()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _tcp_open(port: int) -> bool:

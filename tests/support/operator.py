@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.controlplane import REPO, ControlPlane
+from tests.support.controlplane import REPO, ControlPlane, _die_with_parent
 
 CRD_FILE = REPO / "crds" / "tftrainingjobs.training.ti.io.yaml"
 KOPF = Path(sys.executable).parent / "kopf"
@@ -61,6 +61,7 @@ class OperatorProcess:
             env=self.env,
             cwd=REPO,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         out.close()
         return self
