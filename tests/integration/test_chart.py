@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 import yaml
 
 from tests.support.controlplane import ControlPlane
+from tests.support.operator import Kubelet, OperatorProcess
+from ti import contract
 from ti.catalog import load_catalog
 from ti.render import OperatorConfig
 
@@ -24,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ti-operator"
 CRD = CHART / "crds" / "tftrainingjobs.training.ti.io.yaml"
 GROUP = "training.ti.io"
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+TWO_WORKERS = REPO / "examples" / "keras-two-workers.yaml"
 
 # A non-default set: namespaced mode, a custom catalog replacing the built-in one, other settings.
 CUSTOM_CATALOG = {
@@ -204,14 +209,15 @@ def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
     docs = objects(manifest)
     roles = [d for d in docs if d["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted([namespace, other])
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"] == ["acme-ti-crd-reader"]
-    crd_reader = find(docs, "ClusterRole")
-    assert crd_reader["rules"] == [
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"] == ["acme-ti-discovery"]
+    discovery = find(docs, "ClusterRole")
+    assert discovery["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
-            "verbs": ["get", "list", "watch"],
-        }
+            "verbs": ["list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
     for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "acme-ti", "namespace": ops}]
@@ -244,7 +250,7 @@ def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
     applied = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest).stdout
     for line in (
         "role.rbac.authorization.k8s.io/acme-ti created (server dry run)",
-        "clusterrole.rbac.authorization.k8s.io/acme-ti-crd-reader created (server dry run)",
+        "clusterrole.rbac.authorization.k8s.io/acme-ti-discovery created (server dry run)",
         "deployment.apps/acme-ti created (server dry run)",
         "configmap/acme-ti-config created (server dry run)",
     ):
@@ -427,6 +433,8 @@ FORBIDDEN = [
     ("delete", "namespaces"),
 ]
 CLUSTER_FORBIDDEN = [
+    ("get", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("get", "namespaces"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
@@ -462,9 +470,10 @@ def test_rbac_namespaced_mode_for_real(
 
     missing = [(v, r) for v, r in NEEDED if not sa.can(v, r, watched)]
     assert missing == [], f"{sa.subject} lacks what the operator needs in {watched}"
-    # kopf's one cluster-wide need: reading CRDs.
-    for verb in ("get", "list", "watch"):
+    # kopf's cluster-wide needs: following CRDs and the watched namespaces, read-only.
+    for verb in ("list", "watch"):
         assert sa.can(verb, "customresourcedefinitions.apiextensions.k8s.io")
+        assert sa.can(verb, "namespaces")
 
     allowed = [(v, r) for v, r in FORBIDDEN if sa.can(v, r, watched)]
     assert allowed == [], f"{sa.subject} may do more than it needs in {watched}"
@@ -475,7 +484,7 @@ def test_rbac_namespaced_mode_for_real(
         leaked = [(v, r) for v, r in NEEDED if sa.can(v, r, ns)]
         assert leaked == [], f"{sa.subject} reaches into {ns}"
     assert not sa.can("list", f"tftrainingjobs.{GROUP}"), "no cluster-wide list in namespaced mode"
-    assert not sa.can("list", "namespaces")
+    assert not sa.can("list", "pods"), "no cluster-wide list in namespaced mode"
 
     # The same with real requests, not only the authorizer's answers.
     control_plane.kubectl(
@@ -509,10 +518,12 @@ def test_rbac_cluster_mode_for_real(
         assert missing == [], f"{sa.subject} lacks what the operator needs in {ns}"
         allowed = [(v, r) for v, r in FORBIDDEN if sa.can(v, r, ns)]
         assert allowed == [], f"{sa.subject} may do more than it needs in {ns}"
-    for verb in ("get", "list", "watch"):
+    for verb in ("list", "watch"):
         assert sa.can(verb, f"tftrainingjobs.{GROUP}"), "cluster-wide, across namespaces"
-        assert sa.can(verb, "namespaces")
+        assert sa.can(verb, "pods"), "cluster-wide, across namespaces"
         assert sa.can(verb, "customresourcedefinitions.apiextensions.k8s.io")
+    # kopf --all-namespaces never looks at namespaces (kopf/_core/reactor/observation.py).
+    assert not sa.can("list", "namespaces")
     assert not sa.can("get", "secrets"), "no Secret anywhere"
     allowed = [(v, r) for v, r in CLUSTER_FORBIDDEN if sa.can(v, r)]
     assert allowed == [], f"{sa.subject} may change cluster-scoped objects"
@@ -521,3 +532,95 @@ def test_rbac_cluster_mode_for_real(
     assert listed.returncode == 0, listed.stderr
     denied = sa.kubectl("get", "secrets", "--all-namespaces")
     assert denied.returncode != 0 and "Forbidden" in denied.stderr
+
+
+# ---- examples and the operator under the chart's identity ------------------------------------------------
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_manifest_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, crd_installed: None, namespace: str, path: Path
+) -> None:
+    out = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path)).stdout
+    name = yaml.safe_load(path.read_text())["metadata"]["name"]
+    assert out.strip() == f"tftrainingjob.{GROUP}/{name} created (server dry run)"
+
+
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 90) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_operator_with_the_charts_namespaced_identity_runs_the_two_worker_example_to_completion(
+    control_plane: ControlPlane,
+    crd_installed: None,
+    namespace: str,
+    extra_namespaces: list[str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    start_operator: Callable[..., OperatorProcess],
+    kubelet: Kubelet,
+) -> None:
+    """The operator, authenticated only by the chart's ServiceAccount token (namespaced mode) and
+    configured exactly as the chart's Deployment configures it, takes a 2-instance job to Completed."""
+    ops, _ = extra_namespaces
+    manifest, sa = install_for_real(
+        control_plane, request, ops, tmp_path, "--set", "rbac.scope=namespaced",
+        "--set", f"watchNamespaces={{{namespace}}}",
+    )  # fmt: skip
+    docs = objects(manifest)
+    configmap = find(docs, "ConfigMap")
+    for key in ("config.yaml", "catalog.yaml"):
+        (tmp_path / key).write_text(configmap["data"][key])
+    container = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {
+        "TI_OPERATOR_CONFIG": str(tmp_path / "config.yaml"),
+        "TI_CATALOG_FILE": str(tmp_path / "catalog.yaml"),
+        "TI_OPERATOR_METRICS_PORT": "0",
+        "TI_STOP_GRACE_SECONDS": "1",
+    }
+    operator = start_operator(kubeconfig=sa.kubeconfig, **env)
+
+    job = yaml.safe_load(TWO_WORKERS.read_text())
+    name = job["metadata"]["name"]
+    control_plane.kubectl("apply", "-n", namespace, "-f", str(TWO_WORKERS))
+    pods = [contract.instance_name(name, contract.ROLE_WORKER, i) for i in range(2)]
+
+    def pods_exist() -> bool:
+        got = control_plane.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.split()
+        return all(f"pod/{p}" in got for p in pods)
+
+    wait_for(f"the operator ({sa.subject}) to create {pods}", pods_exist)
+    assert operator.alive(), operator.tail()
+    service = control_plane.kubectl("get", "service", name, "-n", namespace, "-o", "json")
+    assert json.loads(service.stdout)["spec"]["clusterIP"] == "None", "a headless Service for TF_CONFIG"
+    pod = kubelet.pod(pods[0])
+    assert pod["spec"]["serviceAccountName"] == "default"
+    assert pod["spec"]["containers"][1]["image"] == env["TI_TOOLKIT_IMAGE"]
+
+    for p in pods:
+        kubelet.finish(p, exit_code=0)
+
+    def phase() -> str:
+        return control_plane.kubectl(
+            "get", f"tftrainingjobs.{GROUP}", name, "-n", namespace, "-o", "jsonpath={.status.phase}"
+        ).stdout
+
+    wait_for(f"{name} to complete (phase now {phase()!r})", lambda: phase() == "Completed")
+    status = json.loads(
+        control_plane.kubectl("get", f"tftrainingjobs.{GROUP}", name, "-n", namespace, "-o", "json").stdout
+    )["status"]
+    assert status["modelArtifacts"] == contract.model_uri(job["spec"]["outputPath"], name)
+    events = control_plane.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+    )
+    assert json.loads(events.stdout)["items"], "the operator recorded Events on the job"
+    log = operator.log.read_text(errors="replace")
+    assert "Forbidden" not in log and "403" not in log, operator.tail()

@@ -164,11 +164,12 @@ mode, a Role per watched namespace otherwise). Each rule says why it is there.
 {{- end }}
 
 {{/*
-ti-operator.crdRules: kopf lists and watches CustomResourceDefinitions to find its resources.
+ti-operator.crdRules: kopf lists and watches CustomResourceDefinitions to notice its resource
+appearing, changing or going (it finds resources through API discovery, which needs no rule).
 */}}
 {{- define "ti-operator.crdRules" -}}
-# kopf discovers the TFTrainingJob CRD, and notices it appearing or going, through CRDs (read-only).
+# kopf notices the TFTrainingJob CRD being installed, upgraded or removed (read-only).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}
