@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,7 +293,15 @@ class ControlPlane:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    def start(self, skip: tuple[str, ...] = ()) -> None:
+    def start(
+        self,
+        skip: tuple[str, ...] = (),
+        kwok_config: Path | None = None,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Start every component but `skip`. `kwok_config` is a file of kwok Stages (`kwok --config`)
+        that replaces kwok's default pod stages; `extra_args` appends flags to a component's command line
+        (a repeated flag wins over the default, e.g. kube-controller-manager's --kube-api-qps)."""
         began = time.monotonic()
         for tool in (
             "etcd",
@@ -414,6 +422,10 @@ class ControlPlane:
                 f"--tls-private-key-file={p / 'apiserver.key'}",
             ],
         }
+        if kwok_config is not None:
+            specs["kwok"].append(f"--config={kwok_config}")
+        for name, args in (extra_args or {}).items():
+            specs[name].extend(args)
         self.components = {
             name: Component(name, argv, self.logs / f"{name}.log")
             for name, argv in specs.items()
@@ -501,12 +513,17 @@ def _tcp_open(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_control_plane(skip: tuple[str, ...] = ()) -> Iterator[ControlPlane]:
-    """Start a plane in a fresh folder; stop every process on the way out, whatever happened."""
+def running_control_plane(
+    skip: tuple[str, ...] = (),
+    kwok_config: Path | None = None,
+    extra_args: Mapping[str, Sequence[str]] | None = None,
+) -> Iterator[ControlPlane]:
+    """Start a plane in a fresh folder; stop every process on the way out, whatever happened.
+    `kwok_config` and `extra_args` as in `ControlPlane.start` (unset: the default plane)."""
     workdir = Path(tempfile.mkdtemp(prefix="ti-plane-", dir=os.environ.get("TI_TEST_TMP")))
     plane = ControlPlane(workdir=workdir, bin=toolchain_bin())
     try:
-        plane.start(skip=skip)
+        plane.start(skip=skip, kwok_config=kwok_config, extra_args=extra_args)
         yield plane
     finally:
         plane.stop()
