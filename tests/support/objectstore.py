@@ -56,7 +56,9 @@ class FaultRule:
     path_contains: str | None = None
     status: int = 503
     seconds: float = 0.0
+    skip: int = 0
     hits: int = 0
+    seen: int = 0
 
     def matches(self, environ: dict[str, Any]) -> bool:
         if self.method and environ["REQUEST_METHOD"] != self.method:
@@ -70,6 +72,7 @@ class FaultInjector:
 
     Kinds: `status` answers with an error status, `reset` closes the connection without answering,
     `truncate` sends the headers and half the body then closes, `stall` sleeps `seconds` first.
+    `skip` lets that many matching requests through before the rule starts failing them.
     """
 
     rules: list[FaultRule] = field(default_factory=list)
@@ -85,10 +88,11 @@ class FaultInjector:
         path_contains: str | None = None,
         status: int = 503,
         seconds: float = 0.0,
+        skip: int = 0,
     ) -> FaultRule:
         if kind not in ("status", "reset", "truncate", "stall"):
             raise ValueError(f"unknown fault kind {kind!r}")
-        rule = FaultRule(kind, count, method, path_contains, status, seconds)
+        rule = FaultRule(kind, count, method, path_contains, status, seconds, skip)
         with self._lock:
             self.rules.append(rule)
         return rule
@@ -102,6 +106,9 @@ class FaultInjector:
         with self._lock:
             for rule in self.rules:
                 if rule.hits < rule.count and rule.matches(environ):
+                    rule.seen += 1
+                    if rule.seen <= rule.skip:
+                        continue
                     rule.hits += 1
                     self.injected += 1
                     return rule
