@@ -4,74 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.controlplane import GPU_LABEL, ControlPlane
+from tests.support.jobs import BUCKET, apply, eventually, job_manifest, phase_is, pods
 from tests.support.operator import Kubelet
 
 pytestmark = pytest.mark.integration
-
-BUCKET = "cos://models-1250000000"
-
-
-def job_manifest(name: str, **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "role": "trainer",
-        "instanceType": "ML.GN8.3XLARGE112",
-        "instanceCount": 1,
-        "frameworkVersion": "2.0.0",
-        "pyVersion": "py3",
-        "entryPoint": "train.py",
-        "sourceDir": f"{BUCKET}/src/sourcedir.tar.gz",
-        "outputPath": f"{BUCKET}/out",
-        "inputs": {"training": f"{BUCKET}/data"},
-    }
-    base.update(spec)
-    return {
-        "apiVersion": "training.ti.io/v1alpha1",
-        "kind": "TFTrainingJob",
-        "metadata": {"name": name},
-        "spec": base,
-    }
-
-
-def apply(plane: ControlPlane, ns: str, manifest: dict[str, Any]) -> None:
-    plane.kubectl("create", "serviceaccount", "trainer", "-n", ns, check=False)
-    plane.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
-
-
-def job(plane: ControlPlane, ns: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(plane.kubectl("get", "tftj", name, "-n", ns, "-o", "json").stdout)
-    return found
-
-
-def pods(plane: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
-    out = plane.kubectl("get", "pods", "-n", ns, "-l", f"training.ti.io/job-name={name}", "-o", "json").stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
-
-
-def phase_is(plane: ControlPlane, ns: str, name: str, want: str) -> Callable[[], Any]:
-    def check() -> Any:
-        status = job(plane, ns, name).get("status") or {}
-        return status if status.get("phase") == want else None
-
-    return check
 
 
 @pytest.mark.parametrize("count", [1, 4])
