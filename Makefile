@@ -6,10 +6,10 @@ PYTEST := $(BIN)/pytest -p no:cacheprovider
 CRD    := crds/tftrainingjobs.training.ti.io.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup toolchain lint format test test-unit test-integration crds docs demo bench e2e-kind clean
+.PHONY: help setup toolchain lint format test test-unit test-integration crds docs demo bench chart-lint images e2e-kind clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## create .venv with the package and its dev tools (tensorflow-cpu, moto, ruff, mypy)
 $(VENV)/.installed: pyproject.toml
@@ -41,6 +41,17 @@ test: lint test-unit test-integration ## everything CI runs
 crds: setup ## regenerate the CRD and docs/api.md from the pydantic models
 	$(BIN)/python -m ti.api.crd > $(CRD)
 	$(BIN)/python -m ti.api.docs > docs/api.md
+
+chart-lint: setup toolchain ## helm lint --strict the chart, check its CRD copy, hadolint the Dockerfiles
+	"$$(bash hack/toolchain.sh 2>/dev/null | tail -1)/helm" lint --strict charts/ti-operator
+	bash hack/sync-chart-crds.sh --check
+	$(BIN)/hadolint images/operator/Dockerfile images/tensorflow/Dockerfile
+
+images: ## docker build the operator/toolkit image and TensorFlow 1.14/2.0/2.16 cpu+gpu images (needs Docker)
+	bash images/build.sh
+
+e2e-kind: ## kind cluster, images, chart, in-cluster S3; example manifest + SDK example must complete (needs Docker)
+	bash hack/e2e-kind.sh
 
 clean: ## remove the venv and test leftovers (the toolchain cache stays)
 	rm -rf $(VENV) test-logs .ti-work .mypy_cache .ruff_cache

@@ -239,6 +239,33 @@ def test_dockerfiles_pass_hadolint() -> None:
     assert "DL3006" in bad.stdout
 
 
+def test_images_and_e2e_fail_fast_and_say_why_without_a_docker_engine(tmp_path: Path) -> None:
+    # No docker at all: PATH holds only the basics the scripts need before their first check.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for tool in ("dirname", "mktemp", "sed", "head"):
+        found = shutil.which(tool)
+        assert found
+        (bare / tool).symlink_to(found)
+    env = {"PATH": str(bare), "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    for script in ("hack/e2e-kind.sh", "images/build.sh"):
+        proc = subprocess.run(
+            ["/bin/bash", str(REPO / script)], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert proc.returncode == 1, (script, proc.stderr)
+        assert "docker is not installed" in proc.stderr, (script, proc.stderr)
+    # A docker client without an engine (as on this machine): `docker info` fails.
+    (bare / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    (bare / "docker").chmod(0o755)
+    for script in ("hack/e2e-kind.sh", "images/build.sh"):
+        proc = subprocess.run(
+            ["/bin/bash", str(REPO / script)], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert proc.returncode == 1, (script, proc.stderr)
+        assert "cannot reach a Docker engine" in proc.stderr, (script, proc.stderr)
+    assert not list(tmp_path.glob("ti-e2e.*")), "nothing built or created before the check"
+
+
 # ---- examples -------------------------------------------------------------------------------------------
 
 
