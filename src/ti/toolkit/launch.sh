@@ -35,10 +35,7 @@ finish() {
         if [ -n "$line" ]; then
             tail -n "+$line" "$log" | tail -c "$limit" > "$failure.tmp"
         else
-            tail -c "$limit" "$log" > "$failure.tmp"
-        fi
-        if [ ! -s "$failure.tmp" ]; then
-            echo "$entry exited with code $code" > "$failure.tmp"
+            { tail -c "$((limit - 256))" "$log"; echo "$entry exited with code $code"; } > "$failure.tmp"
         fi
         mv "$failure.tmp" "$failure"
     fi
