@@ -290,6 +290,94 @@ def test_example_manifest_is_a_valid_job_of_the_default_catalog(path: Path) -> N
     )
 
 
+# ---- the Argo CD health check of docs/gitops.md ---------------------------------------------------------------
+
+
+def argocd_health(obj: dict) -> dict:
+    """Run the health check from docs/gitops.md as Argo CD does: Lua 5.1, `obj` in, `hs` out."""
+    from lupa import lua51
+
+    docs = (REPO / "docs" / "gitops.md").read_text()
+    block = re.search(r"```yaml\n(apiVersion: v1\nkind: ConfigMap\n.*?)```", docs, flags=re.S)
+    assert block, "docs/gitops.md has no argocd-cm block"
+    script = yaml.safe_load(block[1])["data"]["resource.customizations.health.training.ti.io_TFTrainingJob"]
+    lua = lua51.LuaRuntime()
+    check = lua.eval(f"function(obj)\n{script}\nend")
+    hs = check(lua.table_from(obj, recursive=True))
+    return {"status": hs["status"], "message": hs["message"]}
+
+
+def job(generation: int = 1, **status: object) -> dict:
+    body: dict = {"metadata": {"name": "j", "generation": generation}, "spec": {}}
+    if status:
+        body["status"] = {"observedGeneration": 1, **status}
+    return body
+
+
+def cond(type_: str, status: str = "True", **extra: str) -> dict:
+    return {"type": type_, "status": status, **extra}
+
+
+@pytest.mark.parametrize(
+    ("obj", "health", "message"),
+    [
+        (job(), "Progressing", "Waiting for the ti-operator to accept the job"),
+        (job(phase="Pending"), "Progressing", "Pending"),
+        (job(phase="Training", conditions=[cond("Created"), cond("Running")]), "Progressing", "Training"),
+        (
+            job(phase="Pending", conditions=[cond("Restarting", message="worker-1 exited with 137")]),
+            "Progressing",
+            "Restarting: worker-1 exited with 137",
+        ),
+        (job(generation=2, phase="Completed", conditions=[cond("Succeeded")]), "Progressing", None),
+        (
+            job(
+                phase="Completed",
+                conditions=[cond("Succeeded")],
+                modelArtifacts="cos://b-1/o/j/output/model.tar.gz",
+            ),
+            "Healthy",
+            "Completed: cos://b-1/o/j/output/model.tar.gz",
+        ),
+        (
+            job(
+                phase="Failed",
+                failureReason="loss is NaN",
+                conditions=[cond("Failed", reason="TrainingFailed")],
+            ),
+            "Degraded",
+            "loss is NaN",
+        ),
+        (
+            job(phase="Failed", conditions=[cond("Failed", reason="Unschedulable", message="no node fits")]),
+            "Degraded",
+            "no node fits",
+        ),
+        (job(phase="Suspended", conditions=[cond("Suspended")]), "Suspended", "Job suspended"),
+        (job(phase="Stopped"), "Suspended", "Job stopped"),
+        (job(phase="Training", conditions=[cond("Failed", "False")]), "Progressing", "Training"),
+    ],
+    ids=[
+        "no-status",
+        "pending",
+        "training",
+        "restarting",
+        "stale-generation",
+        "completed",
+        "failed-with-reason",
+        "failed-condition-message",
+        "suspended",
+        "stopped",
+        "failed-false-is-not-failed",
+    ],
+)
+def test_argocd_health_check_in_the_gitops_docs(obj: dict, health: str, message: str | None) -> None:
+    got = argocd_health(obj)
+    assert got["status"] == health
+    if message is not None:
+        assert got["message"] == message
+
+
 # ---- helpers ----------------------------------------------------------------------------------------------
 
 
