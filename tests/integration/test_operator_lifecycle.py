@@ -6,6 +6,7 @@ kwok runs the pods (scheduled pods become Running); the `kubelet` fixture ends t
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,156 @@ def test_an_operator_that_died_before_writing_status_converges_without_duplicate
     assert status["restartCount"] == 0
     assert uids(pods(control_plane, namespace, "crash")) == uids(before)
     assert event_reasons(control_plane, namespace, "crash").count("Created") <= 1
+
+
+def test_a_job_that_cannot_be_scheduled_fails_and_frees_every_pod(
+    control_plane: ControlPlane, namespace: str, start_operator, tmp_path: Path
+) -> None:
+    # 25 instances of 4 GPUs: 100 GPUs, where the two kwok GPU nodes have 8 each. Four pods fit and
+    # run; the other 21 never will. The job must not sit on the 16 GPUs it got.
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        yaml.safe_dump(
+            {"instanceTypes": {"TEST.4GPU": {"description": "4 GPUs", "cpu": 1, "memory": "1Gi", "gpus": 4}}}
+        )
+    )
+    start_operator(TI_CATALOG_FILE=str(catalog), **FAST)
+    manifest = job_manifest(
+        "huge", instanceType="TEST.4GPU", instanceCount=25, runPolicy={"schedulingTimeoutSeconds": 5}
+    )
+    with StatusRecorder(control_plane, namespace, "huge") as recorder:
+        apply(control_plane, namespace, manifest)
+        status = eventually(phase_is(control_plane, namespace, "huge", "Failed"), "phase Failed")
+    assert status["reason"] == "Unschedulable"
+    # Pods past their own timeout are named; the last ones created may not have reached it yet.
+    late = re.search(r"\b(\d+) of 25 instances could not be scheduled", status["failureReason"])
+    assert late is not None and 1 <= int(late.group(1)) <= 21, status["failureReason"]
+    assert "Insufficient nvidia.com/gpu" in status["failureReason"]
+    failed = condition(status, "Failed")
+    assert failed is not None and failed["reason"] == "Unschedulable"
+    placed = max(sum(1 for i in s.get("instances", []) if i.get("node")) for s in recorder.statuses)
+    assert placed >= 4, "the test meant to show a half-scheduled job, but no pod was ever placed"
+    eventually(lambda: pods(control_plane, namespace, "huge") == [], "every pod of the job deleted")
+    assert "Failed" in event_reasons(control_plane, namespace, "huge")
+    time.sleep(2)
+    assert pods(control_plane, namespace, "huge") == [], "the failed job created pods again"
+
+
+def test_a_job_past_its_max_run_time_fails_and_frees_its_pods(
+    control_plane: ControlPlane, namespace: str, start_operator
+) -> None:
+    start_operator(**FAST)
+    apply(control_plane, namespace, job_manifest("slow", instanceCount=2, maxRunSeconds=3))
+    eventually(running_pods(control_plane, namespace, "slow", 2, 0), "2 running pods")
+    status = eventually(phase_is(control_plane, namespace, "slow", "Failed"), "phase Failed")
+    assert status["reason"] == "MaxRunExceeded"
+    assert "spec.maxRunSeconds (3s)" in status["failureReason"]
+    assert status["restartCount"] == 0
+    assert status["billableSeconds"] >= 3
+    eventually(lambda: pods(control_plane, namespace, "slow") == [], "the running pods deleted")
+    failed = next(e for e in events(control_plane, namespace, "slow") if e["reason"] == "Failed")
+    assert failed["type"] == "Warning" and "MaxRunExceeded" in failed["message"]
+
+
+def test_suspend_deletes_the_pods_and_keeps_the_job_resume_recreates_them(
+    control_plane: ControlPlane, namespace: str, start_operator
+) -> None:
+    start_operator(**FAST)
+    # Created suspended, as Kueue does before it admits a job: no pod at all.
+    apply(control_plane, namespace, job_manifest("queued", instanceCount=2, runPolicy={"suspend": True}))
+    status = eventually(phase_is(control_plane, namespace, "queued", "Suspended"), "phase Suspended")
+    suspended = condition(status, "Suspended")
+    assert suspended is not None and suspended["status"] == "True"
+    time.sleep(2)
+    assert pods(control_plane, namespace, "queued") == []
+
+    for round_ in range(2):
+        patch_job(control_plane, namespace, "queued", {"spec": {"runPolicy": {"suspend": False}}})
+        eventually(running_pods(control_plane, namespace, "queued", 2, 0), f"pods recreated ({round_})")
+        status = eventually(phase_is(control_plane, namespace, "queued", "Training"), "phase Training")
+        suspended = condition(status, "Suspended")
+        assert suspended is not None and suspended["status"] == "False" and suspended["reason"] == "Resumed"
+        running = condition(status, "Running")
+        assert running is not None and running["status"] == "True"
+
+        patch_job(control_plane, namespace, "queued", {"spec": {"runPolicy": {"suspend": True}}})
+        status = eventually(phase_is(control_plane, namespace, "queued", "Suspended"), "phase Suspended")
+        eventually(lambda: pods(control_plane, namespace, "queued") == [], "pods deleted on suspend")
+        status = job(control_plane, namespace, "queued")["status"]
+        suspended = condition(status, "Suspended")
+        assert suspended is not None and suspended["status"] == "True"
+        running = condition(status, "Running")
+        assert running is not None and running["status"] == "False"
+        assert status["restartCount"] == 0, "a suspend is not a retry"
+    reasons = event_reasons(control_plane, namespace, "queued")
+    assert reasons.count("Resumed") == 2 and reasons.count("Suspended") >= 2
+
+
+def test_stop_sends_sigterm_waits_in_stopping_and_ends_stopped(
+    control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet
+) -> None:
+    start_operator(**FAST)
+    apply(control_plane, namespace, job_manifest("halt", instanceCount=2))
+    eventually(running_pods(control_plane, namespace, "halt", 2, 0), "2 running pods")
+    eventually(phase_is(control_plane, namespace, "halt", "Training"), "phase Training")
+    # Worker 0 takes its grace period to upload what it has; kwok ends worker 1 at once.
+    kubelet.hold("halt-worker-0")
+    with StatusRecorder(control_plane, namespace, "halt") as recorder:
+        patch_job(control_plane, namespace, "halt", {"spec": {"runPolicy": {"stop": True}}})
+        eventually(phase_is(control_plane, namespace, "halt", "Stopping"), "phase Stopping")
+        held = eventually(
+            lambda: [
+                p for p in pods(control_plane, namespace, "halt") if p["metadata"].get("deletionTimestamp")
+            ],
+            "worker 0 asked to terminate",
+        )
+        assert [p["metadata"]["name"] for p in held] == ["halt-worker-0"]
+        assert held[0]["metadata"]["deletionGracePeriodSeconds"] == 1  # TI_STOP_GRACE_SECONDS
+        eventually(
+            lambda: (
+                [p["metadata"]["name"] for p in pods(control_plane, namespace, "halt")] == ["halt-worker-0"]
+            ),
+            "worker 1 gone",
+        )
+        time.sleep(2)
+        assert job(control_plane, namespace, "halt")["status"]["phase"] == "Stopping", "stopped too early"
+
+        kubelet.finish("halt-worker-0", exit_code=143, reason="Error", upload_exit_code=0)
+        status = eventually(phase_is(control_plane, namespace, "halt", "Stopped"), "phase Stopped")
+        kubelet.remove("halt-worker-0")
+    assert recorder.phases[-3:] == ["Training", "Stopping", "Stopped"]
+    assert status["reason"] == "Stopped"
+    assert status["restartCount"] == 0, "a stopped job's exit code 143 is not a platform fault"
+    running = condition(status, "Running")
+    assert running is not None and running["status"] == "False"
+    assert condition(status, "Failed") is None
+    eventually(lambda: pods(control_plane, namespace, "halt") == [], "no pod left")
+    time.sleep(2)
+    assert pods(control_plane, namespace, "halt") == [], "a stopped job came back"
+    reasons = event_reasons(control_plane, namespace, "halt")
+    assert reasons.count("Stopping") == 1 and reasons.count("Stopped") == 1
+
+
+def test_ttl_after_finished_deletes_the_job_and_the_garbage_collector_its_children(
+    control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet
+) -> None:
+    start_operator(**FAST)
+    # cleanPodPolicy None keeps the finished pods: only their ownerReferences can remove them.
+    manifest = job_manifest(
+        "shortlived", instanceCount=2, runPolicy={"ttlSecondsAfterFinished": 1, "cleanPodPolicy": "None"}
+    )
+    with StatusRecorder(control_plane, namespace, "shortlived") as recorder:
+        apply(control_plane, namespace, manifest)
+        found = eventually(running_pods(control_plane, namespace, "shortlived", 2, 0), "2 running pods")
+        control_plane.kubectl("get", "service", "shortlived", "-n", namespace)
+        for p in found:
+            kubelet.finish(p["metadata"]["name"], exit_code=0)
+        eventually(lambda: not job_exists(control_plane, namespace, "shortlived"), "the job deleted")
+    assert recorder.phases[-1] == "Completed" and recorder.deleted
+    eventually(lambda: pods(control_plane, namespace, "shortlived") == [], "its pods collected")
+    eventually(
+        lambda: (
+            control_plane.kubectl("get", "service", "shortlived", "-n", namespace, check=False).returncode
+        ),
+        "its Service collected",
+    )

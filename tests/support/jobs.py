@@ -146,28 +146,35 @@ class StatusRecorder:
         return self
 
     def __exit__(self, *_: object) -> None:
+        # The stream notices the stop at its next event or its server-side timeout; what it might
+        # still add is harmless, so the test does not wait for it.
         self._stopped.set()
         self._watch.stop()
-        self._thread.join(10)
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            for ev in self._watch.stream(
-                self._api.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.ns,
-                PLURAL,
-                field_selector=f"metadata.name={self.name}",
-                timeout_seconds=60,
-            ):
-                obj = ev["object"]
-                with self._lock:
-                    if ev["type"] == "DELETED":
-                        self.deleted = True
-                    status = obj.get("status") or {}
-                    if status and (not self.statuses or self.statuses[-1] != status):
-                        self.statuses.append(status)
+            try:
+                for ev in self._watch.stream(
+                    self._api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.ns,
+                    PLURAL,
+                    field_selector=f"metadata.name={self.name}",
+                    timeout_seconds=5,
+                ):
+                    self._record(ev)
+            except Exception:  # the plane going away at teardown, a dropped connection: watch again
+                if self._stopped.wait(0.2):
+                    return
+
+    def _record(self, ev: dict[str, Any]) -> None:
+        status = ev["object"].get("status") or {}
+        with self._lock:
+            if ev["type"] == "DELETED":
+                self.deleted = True
+            if status and (not self.statuses or self.statuses[-1] != status):
+                self.statuses.append(status)
 
     @property
     def phases(self) -> list[str]:

@@ -32,10 +32,22 @@ KWOK_HANDS_OFF = {"kwok.x-k8s.io/status": "custom"}
 @pytest.fixture(scope="session")
 def crd(control_plane: ControlPlane) -> Path:
     control_plane.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/tftrainingjobs.training.ti.io", "--timeout=60s"
-    )
-    return CRD_FILE
+    # Not `kubectl wait`: right after the apply the CRD may have no status.conditions at all, which
+    # kubectl wait reports as an error instead of waiting.
+    deadline = time.monotonic() + 60
+    while True:
+        established = control_plane.kubectl(
+            "get",
+            "crd/tftrainingjobs.training.ti.io",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+            check=False,
+        ).stdout
+        if established == "True":
+            return CRD_FILE
+        if time.monotonic() > deadline:
+            raise AssertionError("the TFTrainingJob CRD did not become Established within 60s")
+        time.sleep(0.2)
 
 
 @dataclass
@@ -135,15 +147,7 @@ class Kubelet:
         return pod
 
     def _patch(self, name: str, status: dict[str, Any]) -> None:
-        self.plane.kubectl(
-            "annotate",
-            "pod",
-            name,
-            "-n",
-            self.namespace,
-            "--overwrite",
-            *[f"{k}={v}" for k, v in KWOK_HANDS_OFF.items()],
-        )
+        self.hold(name)
         self.plane.kubectl(
             "patch",
             "pod",
@@ -218,6 +222,25 @@ class Kubelet:
                     },
                 ],
             },
+        )
+
+    def hold(self, name: str) -> None:
+        """Take a pod over from kwok: it keeps running, even once deleted, until the test says otherwise
+        (a process that takes its SIGTERM grace period to upload, say)."""
+        self.plane.kubectl(
+            "annotate",
+            "pod",
+            name,
+            "-n",
+            self.namespace,
+            "--overwrite",
+            *[f"{k}={v}" for k, v in KWOK_HANDS_OFF.items()],
+        )
+
+    def remove(self, name: str) -> None:
+        """A deleted pod's containers have ended: the kubelet removes the object for good."""
+        self.plane.kubectl(
+            "delete", "pod", name, "-n", self.namespace, "--grace-period=0", "--force", "--wait=false"
         )
 
     def evict(self, name: str) -> None:
