@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -226,6 +227,7 @@ class LocalRunner:
         self._processes: list[_Process] = []
         self._stopping = False
         self._ps_stopped = False
+        self.shims = self._python_shims()
 
     def _pod(self, manifest: Mapping[str, Any]) -> _Pod:
         meta = manifest.get("metadata", {})
@@ -240,6 +242,16 @@ class LocalRunner:
             int(labels.get(contract.LABEL_INDEX, 0)),
         )
 
+    def _python_shims(self) -> Path:
+        """`python3` and `python` that run this runner's Python: the launcher finds them on PATH."""
+        shims = self.work_dir / ".ti-bin"
+        shims.mkdir(parents=True, exist_ok=True)
+        for name in ("python3", "python"):
+            shim = shims / name
+            shim.write_text(f'#!/bin/sh\nexec {shlex.quote(self.python)} "$@"\n')
+            shim.chmod(0o755)
+        return shims
+
     def _start(self, pod: _Pod, container_name: str) -> _Process:
         container = _container(pod.manifest, container_name)
         if container is None:
@@ -247,6 +259,7 @@ class LocalRunner:
         env = container_env(
             pod.manifest, container, pod.root, self.addresses, self.storage_env, self.base_env
         )
+        env["PATH"] = f"{self.shims}{os.pathsep}{env.get('PATH', os.defpath)}"
         argv = container_command(container, pod.root, self.python)
         with self._lock:
             if self._stopping:
