@@ -78,17 +78,34 @@ def find(docs: list[dict], kind: str, name: str | None = None) -> dict:
     return matches[0]
 
 
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 90) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
 def unique(request: pytest.FixtureRequest, prefix: str) -> str:
     return f"{prefix}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
 
 
 @pytest.fixture(scope="module")
 def crd_installed(control_plane: ControlPlane) -> None:
-    """The chart's CRD, installed for real (the dry runs of custom objects need it)."""
+    """The chart's copy of the CRD, installed for real (the dry runs of custom objects need it)."""
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", f"crd/tftrainingjobs.{GROUP}"
-    )
+    # Polled rather than `kubectl wait`, which fails while the new CRD has no conditions yet.
+    wait_for(
+        "the TFTrainingJob CRD to be Established",
+        lambda: control_plane.kubectl(
+            "get", f"crd/tftrainingjobs.{GROUP}", "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}', check=False,
+        ).stdout == "True",
+        timeout=60,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -375,9 +392,15 @@ class Identity:
 
 
 def install_for_real(
-    plane: ControlPlane, request: pytest.FixtureRequest, release_ns: str, tmp_path: Path, *args: str
+    plane: ControlPlane,
+    request: pytest.FixtureRequest,
+    release_ns: str,
+    watched: str,
+    tmp_path: Path,
+    *args: str,
 ) -> tuple[str, Identity]:
-    """Apply the rendered chart (RBAC, ServiceAccount, ...) and return a kubeconfig holding its token."""
+    """Apply the rendered chart (RBAC, ServiceAccount, ...) and return a kubeconfig holding its token,
+    once the API server's authorizer has caught up with the new bindings (in `watched`)."""
     fullname = unique(request, "ti")
     manifest = render(plane, "ti", release_ns, "--set", f"fullnameOverride={fullname}", *args)
     plane.kubectl("apply", "-f", "-", input=manifest)
@@ -391,6 +414,14 @@ def install_for_real(
     identity = Identity(plane, kubeconfig, f"system:serviceaccount:{release_ns}:{fullname}")
     whoami = identity.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
     assert whoami.stdout == identity.subject, whoami.stderr
+    wait_for(
+        f"{identity.subject}'s bindings to take effect",
+        lambda: (
+            identity.can("watch", "pods", watched)
+            and identity.can("watch", "customresourcedefinitions.apiextensions.k8s.io")
+        ),
+        timeout=30,
+    )
     return manifest, identity
 
 
@@ -458,15 +489,9 @@ def test_rbac_namespaced_mode_for_real(
     ops, other = extra_namespaces
     watched = namespace
     _, sa = install_for_real(
-        control_plane,
-        request,
-        ops,
-        tmp_path,
-        "--set",
-        "rbac.scope=namespaced",
-        "--set",
-        f"watchNamespaces={{{watched}}}",
-    )
+        control_plane, request, ops, watched, tmp_path, "--set", "rbac.scope=namespaced",
+        "--set", f"watchNamespaces={{{watched}}}",
+    )  # fmt: skip
 
     missing = [(v, r) for v, r in NEEDED if not sa.can(v, r, watched)]
     assert missing == [], f"{sa.subject} lacks what the operator needs in {watched}"
@@ -511,7 +536,7 @@ def test_rbac_cluster_mode_for_real(
     request: pytest.FixtureRequest,
 ) -> None:
     ops, other = extra_namespaces
-    _, sa = install_for_real(control_plane, request, ops, tmp_path)
+    _, sa = install_for_real(control_plane, request, ops, namespace, tmp_path)
 
     for ns in (namespace, other):
         missing = [(v, r) for v, r in NEEDED if not sa.can(v, r, ns)]
@@ -546,17 +571,6 @@ def test_example_manifest_is_accepted_by_the_api_server(
     assert out.strip() == f"tftrainingjob.{GROUP}/{name} created (server dry run)"
 
 
-def wait_for(what: str, probe: Callable[[], object], timeout: float = 90) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
 def test_operator_with_the_charts_namespaced_identity_runs_the_two_worker_example_to_completion(
     control_plane: ControlPlane,
     crd_installed: None,
@@ -571,7 +585,7 @@ def test_operator_with_the_charts_namespaced_identity_runs_the_two_worker_exampl
     configured exactly as the chart's Deployment configures it, takes a 2-instance job to Completed."""
     ops, _ = extra_namespaces
     manifest, sa = install_for_real(
-        control_plane, request, ops, tmp_path, "--set", "rbac.scope=namespaced",
+        control_plane, request, ops, namespace, tmp_path, "--set", "rbac.scope=namespaced",
         "--set", f"watchNamespaces={{{namespace}}}",
     )  # fmt: skip
     docs = objects(manifest)
