@@ -212,7 +212,7 @@ def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
             "toolkitImage": "registry.acme.io/ti-toolkit:1.2.3",
             "imagePullPolicy": "Always",
             "defaultStorageSecret": "acme-cos",
-            "cos": {"region": "ap-shanghai", "endpoint": "http://minio.storage.svc:9000"},
+            "cos": {"region": "ap-shanghai", "endpoint": "http://10.96.0.50:9000"},
             "stopGraceSeconds": 120,
         },
         "operator": {"logFormat": "json", "verbose": True},
@@ -256,12 +256,12 @@ def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
     assert catalog.framework_image("2.17", gpu=True) == "registry.acme.io/tf:2.17-gpu"
     assert catalog.toolkit_image == "registry.acme.io/ti-toolkit:1.2.3"
     whole = yaml.safe_load(configmap["data"]["config.yaml"])
-    assert whole["cos"] == {"region": "ap-shanghai", "endpoint": "http://minio.storage.svc:9000"}
+    assert whole["cos"] == {"region": "ap-shanghai", "endpoint": "http://10.96.0.50:9000"}
     assert whole["instanceTypes"] == yaml.safe_load(configmap["data"]["catalog.yaml"])["instanceTypes"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     config = OperatorConfig.from_env(env)
     assert (config.toolkit_image, config.image_pull_policy) == ("registry.acme.io/ti-toolkit:1.2.3", "Always")
-    assert (config.storage_secret, config.cos_endpoint) == ("acme-cos", "http://minio.storage.svc:9000")
+    assert (config.storage_secret, config.cos_endpoint) == ("acme-cos", "http://10.96.0.50:9000")
     assert config.stop_grace_seconds == 120
 
     applied = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest).stdout
