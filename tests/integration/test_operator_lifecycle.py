@@ -7,6 +7,7 @@ kwok runs the pods (scheduled pods become Running); the `kubelet` fixture ends t
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -329,3 +330,69 @@ def test_ttl_after_finished_deletes_the_job_and_the_garbage_collector_its_childr
         ),
         "its Service collected",
     )
+
+
+def test_concurrent_edits_of_the_job_lose_nothing_and_cause_no_error_loop(
+    control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet, tmp_path: Path
+) -> None:
+    start_operator(**FAST)
+    name = "busy"
+    errors: list[str] = []
+
+    def edit(kind: str) -> None:
+        try:
+            for i in range(8):
+                if kind == "labels":
+                    patch_job(
+                        control_plane, namespace, name, {"metadata": {"labels": {f"team-{i}": "vision"}}}
+                    )
+                elif kind == "annotations":
+                    control_plane.kubectl(
+                        "annotate", "tftj", name, "-n", namespace, f"example.com/note-{i}=n{i}"
+                    )
+                else:
+                    ttl = 3600 + i
+                    patch_job(
+                        control_plane,
+                        namespace,
+                        name,
+                        {"spec": {"runPolicy": {"ttlSecondsAfterFinished": ttl}}},
+                    )
+        except AssertionError as err:
+            errors.append(str(err))
+
+    apply(control_plane, namespace, job_manifest(name, instanceCount=2))
+    # Edits race the operator's first reconciles (pod creation, status writes) and the later ones.
+    editors = [threading.Thread(target=edit, args=(k,)) for k in ("labels", "annotations", "ttl")]
+    for t in editors:
+        t.start()
+    found = eventually(running_pods(control_plane, namespace, name, 2, 0), "2 running pods")
+    for p in found:
+        kubelet.finish(p["metadata"]["name"], exit_code=0)
+    for t in editors:
+        t.join(120)
+    assert errors == []
+    status = eventually(phase_is(control_plane, namespace, name, "Completed"), "phase Completed")
+
+    body = job(control_plane, namespace, name)
+    meta = body["metadata"]
+    assert {f"team-{i}" for i in range(8)} <= set(meta["labels"])
+    assert {f"example.com/note-{i}" for i in range(8)} <= set(meta.get("annotations", {}))
+    assert body["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 3607
+    assert status["modelArtifacts"].endswith(f"/{name}/output/model.tar.gz")
+    assert [c["type"] for c in status["conditions"] if c["status"] == "True"] == ["Created", "Succeeded"]
+    assert status["restartCount"] == 0
+    assert status["observedGeneration"] == meta["generation"]
+    assert uids(pods(control_plane, namespace, name)) == uids(found), (
+        "an edit made the operator recreate pods"
+    )
+
+    # Settled: resyncs (every 2 s) find nothing to write, so the object stops changing.
+    version = meta["resourceVersion"]
+    time.sleep(5)
+    assert job(control_plane, namespace, name)["metadata"]["resourceVersion"] == version, (
+        "status keeps moving"
+    )
+    for log in tmp_path.glob("operator-*.log"):
+        text = log.read_text(errors="replace")
+        assert " failed" not in text and "ERROR" not in text, text[-3000:]

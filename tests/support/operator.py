@@ -170,59 +170,8 @@ class Kubelet:
         upload_message: str | None = None,
     ) -> None:
         """The main container exits with `exit_code`; the upload step follows with its own code."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        upload_code = exit_code if upload_exit_code is None else upload_exit_code
-
-        def terminated(code: int, msg: str | None, why: str | None) -> dict[str, Any]:
-            state: dict[str, Any] = {
-                "exitCode": code,
-                "reason": why or ("Completed" if code == 0 else "Error"),
-                "startedAt": now,
-                "finishedAt": now,
-            }
-            if msg:
-                state["message"] = msg
-            return {"terminated": state}
-
-        pod = self.pod(name)
-        images = {
-            c["name"]: c["image"] for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
-        }
-        phase = "Succeeded" if exit_code == 0 and upload_code == 0 else "Failed"
-        self._patch(
-            name,
-            {
-                "phase": phase,
-                "initContainerStatuses": [
-                    {
-                        "name": "fetch",
-                        "image": images["fetch"],
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": terminated(0, None, None),
-                    },
-                ],
-                "containerStatuses": [
-                    {
-                        "name": "tensorflow",
-                        "image": images["tensorflow"],
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": terminated(exit_code, message, reason),
-                    },
-                    {
-                        "name": "upload",
-                        "image": images["upload"],
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": terminated(upload_code, upload_message, None),
-                    },
-                ],
-            },
-        )
+        status = finished_status(self.pod(name), exit_code, message, reason, upload_exit_code, upload_message)
+        self._patch(name, status)
 
     def hold(self, name: str) -> None:
         """Take a pod over from kwok: it keeps running, even once deleted, until the test says otherwise
@@ -253,6 +202,53 @@ class Kubelet:
                 "message": "The node was low on resource: ephemeral-storage.",
             },
         )
+
+
+def finished_status(
+    pod: dict[str, Any],
+    exit_code: int = 0,
+    message: str | None = None,
+    reason: str | None = None,
+    upload_exit_code: int | None = None,
+    upload_message: str | None = None,
+) -> dict[str, Any]:
+    """The status a kubelet writes once `pod`'s main container exited and the upload step after it."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    upload_code = exit_code if upload_exit_code is None else upload_exit_code
+
+    def terminated(code: int, msg: str | None, why: str | None) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "exitCode": code,
+            "reason": why or ("Completed" if code == 0 else "Error"),
+            "startedAt": now,
+            "finishedAt": now,
+        }
+        if msg:
+            state["message"] = msg
+        return {"terminated": state}
+
+    images = {
+        c["name"]: c["image"] for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+    }
+
+    def container(name: str, state: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": images[name],
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "state": state,
+        }
+
+    return {
+        "phase": "Succeeded" if exit_code == 0 and upload_code == 0 else "Failed",
+        "initContainerStatuses": [container("fetch", terminated(0, None, None))],
+        "containerStatuses": [
+            container("tensorflow", terminated(exit_code, message, reason)),
+            container("upload", terminated(upload_code, upload_message, None)),
+        ],
+    }
 
 
 @pytest.fixture
