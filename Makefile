@@ -41,6 +41,7 @@ test: lint test-unit test-integration ## everything CI runs
 crds: setup ## regenerate the CRD and docs/api.md from the pydantic models
 	$(BIN)/python -m ti.api.crd > $(CRD)
 	$(BIN)/python -m ti.api.docs > docs/api.md
+	bash hack/sync-chart-crds.sh
 
 chart-lint: setup toolchain ## helm lint --strict the chart, check its CRD copy, hadolint the Dockerfiles
 	"$$(bash hack/toolchain.sh 2>/dev/null | tail -1)/helm" lint --strict charts/ti-operator
