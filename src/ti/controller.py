@@ -100,10 +100,6 @@ class Controller:
 
     def _apply(self, job: TFTrainingJob, p: Plan) -> None:
         ns, name = job.namespace, job.name
-        for d in p.delete_pods:
-            self._ignore(
-                404, self.core.delete_namespaced_pod, d.name, ns, grace_period_seconds=d.grace_period_seconds
-            )
         if p.create_service is not None:
             self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
         for pod in p.create_pods:
@@ -117,6 +113,13 @@ class Controller:
             except ApiException as err:
                 if err.status != 404:
                     raise
+        # Deletions come after the status that explains them: an operator killed in between finds the
+        # retry (restartCount + 1) recorded and the old pods outdated. Deleting first could leave a job
+        # whose status never said its pods existed, and their instances would be created again.
+        for d in p.delete_pods:
+            self._ignore(
+                404, self.core.delete_namespaced_pod, d.name, ns, grace_period_seconds=d.grace_period_seconds
+            )
         for e in p.events:
             self._event(job, e)
             self._count(e)

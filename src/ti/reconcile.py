@@ -11,8 +11,10 @@ order of events. The same observed state gives the same plan, so replaying it is
   Pending or Suspended); after that, a missing pod is a deleted pod, a platform fault.
   So `pods` must be a fresh list from the API server, not a lagging cache.
 
-The caller applies a plan in this order: delete pods, create the Service, create pods, patch status,
-emit events, delete the job; then looks again after `requeue_after` seconds if set.
+The caller applies a plan in this order: create the Service, create pods, patch status, delete pods,
+emit events, delete the job; then looks again after `requeue_after` seconds if set. (Pods exist before
+a status says so; a status records a retry before the pods it replaces go. An operator killed between
+two steps thus never finds a job whose pods were created and deleted while status said nothing.)
 """
 
 from __future__ import annotations
