@@ -8,6 +8,7 @@ of kopf timers: timers would put a finalizer on every job, two more writes per j
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from prometheus_client import Counter, Histogram
 from ti import contract
 from ti.api import API_VERSION, KIND, PLURAL, TFTrainingJob
 from ti.catalog import Catalog
-from ti.reconcile import Event, Plan, plan
+from ti.reconcile import Event, Plan, plan, refused
 from ti.render import OperatorConfig
 
 GROUP, VERSION = API_VERSION.split("/")
@@ -36,6 +37,15 @@ JOBS_RESTARTED = Counter("ti_jobs_restarted_total", "Retries of all instances of
 RECONCILE_SECONDS = Histogram("ti_reconcile_duration_seconds", "Time of one reconcile of one job")
 
 Key = tuple[str, str]  # (namespace, job name)
+# Creations the API server refuses for good until something changes (admission, quota, validation).
+_REFUSED = (400, 403, 422)
+
+
+def _api_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{err.status} {err.reason}"
 
 
 @dataclass
@@ -68,7 +78,7 @@ class Controller:
             pod_dicts = [self.api.sanitize_for_serialization(p) for p in pods.items]
             service = self._get_service(namespace, name) if job.spec.distributed else None
             decided = plan(job, pod_dicts, service, self.clock(), self.catalog, self.config)
-            self._apply(job, decided)
+            decided = self._apply(job, decided)
         if decided.requeue_after is not None and self._scheduler is not None:
             self._scheduler.at(time.monotonic() + decided.requeue_after, (namespace, name))
         return decided
@@ -98,13 +108,22 @@ class Controller:
 
     # -- applying a plan, in the order reconcile.plan documents ---------------------------------------
 
-    def _apply(self, job: TFTrainingJob, p: Plan) -> None:
+    def _apply(self, job: TFTrainingJob, p: Plan) -> Plan:
+        """Apply `p`; returns the plan applied in the end (another when the API server refused pods)."""
         ns, name = job.namespace, job.name
-        if p.create_service is not None:
-            self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
-        for pod in p.create_pods:
-            # A conflict means the pod exists already (an earlier run created it): names are deterministic.
-            self._ignore(409, self.core.create_namespaced_pod, ns, pod)
+        try:
+            if p.create_service is not None:
+                self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
+            for pod in p.create_pods:
+                # A conflict means the pod exists already (an earlier run created it): names are deterministic.
+                self._ignore(409, self.core.create_namespaced_pod, ns, pod)
+        except ApiException as err:
+            if err.status not in _REFUSED:
+                raise
+            # The status that says the pods exist must not be written: the job waits, saying why.
+            message = _api_message(err)
+            log.warning("the API server refused the pods of %s/%s: %s", ns, name, message)
+            p = refused(job, message, self.clock(), self.config)
         if p.status_patch is not None:
             try:
                 self.custom.patch_namespaced_custom_object_status(
@@ -134,6 +153,7 @@ class Controller:
                 name,
                 propagation_policy="Background",
             )
+        return p
 
     def _event(self, job: TFTrainingJob, e: Event) -> None:
         now = self.clock()

@@ -28,6 +28,7 @@ from ti import contract
 from ti import status as st
 from ti.api import (
     CleanPodPolicy,
+    ConditionType,
     InstancePhase,
     Phase,
     TFTrainingJob,
@@ -41,6 +42,10 @@ from ti.status import attempt_of, current_attempt, derive_status, read_pod, tran
 
 # How soon to look again while waiting for pods to go away (their deletion events also wake us).
 WAIT_SECONDS = 2.0
+
+# Why a job waits when the API server refuses its pods, and how soon creating them is tried again.
+FAILED_CREATE = "FailedCreate"
+REFUSED_RETRY_SECONDS = 10.0
 
 _CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED)
 _FREE_ALL_REASONS = (
@@ -118,6 +123,41 @@ def plan(
     else:
         d.active(mine, foreign, service, catalog)
     return d.plan()
+
+
+def refused(job: TFTrainingJob, message: str, now: datetime, config: OperatorConfig) -> Plan:
+    """The plan once the API server refused to create this attempt's pods or Service.
+
+    Refusals are the API server's or an admission plugin's (a ServiceAccount or PriorityClass that does
+    not exist, a ResourceQuota, an invalid pod): the job stays Pending, so the next reconcile creates
+    what is still missing; status says why (reason FailedCreate, the Created condition False with the
+    server's message) and a Warning Event is recorded once per distinct message.
+    """
+    old = job.status or TFTrainingJobStatus()
+    generation = job.metadata.generation
+    new = transition(
+        old, Phase.PENDING, reason=FAILED_CREATE, message=message, now=now, generation=generation
+    )
+    st.set_condition(
+        new,
+        ConditionType.CREATED,
+        False,
+        reason=FAILED_CREATE,
+        message=message,
+        now=now,
+        generation=generation,
+    )
+    was = old.condition(ConditionType.CREATED)
+    seen = old.reason == FAILED_CREATE and was is not None and was.message == message
+    old_body = status_body(old) if job.status is not None else {}
+    new_body = status_body(new)
+    patch = merge_patch(old_body, new_body) if new_body != old_body else None
+    return Plan(
+        status=new if patch else None,
+        status_patch=patch or None,
+        events=[] if seen else [Event("Warning", FAILED_CREATE, message)],
+        requeue_after=float(min(REFUSED_RETRY_SECONDS, config.resync_seconds)),
+    )
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

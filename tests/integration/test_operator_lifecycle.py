@@ -405,3 +405,39 @@ def test_concurrent_edits_of_the_job_lose_nothing_and_cause_no_error_loop(
     for log in tmp_path.glob("operator-*.log"):
         text = log.read_text(errors="replace")
         assert " failed" not in text and "ERROR" not in text, text[-3000:]
+
+
+def test_pods_the_api_server_refuses_are_reported_and_created_once_possible(
+    control_plane: ControlPlane, namespace: str, start_operator
+) -> None:
+    # The role names a ServiceAccount that does not exist yet (a GitOps repo applied the job first):
+    # the ServiceAccount admission plugin refuses every pod. The user must read why on the job.
+    start_operator(**FAST)
+    manifest = job_manifest("early", instanceCount=2, role="late-sa")
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+    status = eventually(
+        lambda: (
+            s if (s := job(control_plane, namespace, "early").get("status") or {}).get("reason") else None
+        ),
+        "a reason on the job",
+    )
+    assert status["phase"] == "Pending"
+    assert status["reason"] == "FailedCreate"
+    created = condition(status, "Created")
+    assert created is not None and created["status"] == "False" and created["reason"] == "FailedCreate"
+    assert 'serviceaccount "late-sa" not found' in created["message"]
+    warning = eventually(
+        lambda: [e for e in events(control_plane, namespace, "early") if e["reason"] == "FailedCreate"],
+        "a FailedCreate event",
+    )
+    assert warning[0]["type"] == "Warning" and "late-sa" in warning[0]["message"]
+    assert pods(control_plane, namespace, "early") == []
+    time.sleep(3)  # retried without an Event or a status write each time
+    assert event_reasons(control_plane, namespace, "early").count("FailedCreate") == 1
+
+    control_plane.kubectl("create", "serviceaccount", "late-sa", "-n", namespace)
+    eventually(running_pods(control_plane, namespace, "early", 2, 0), "the pods, once the account exists")
+    status = eventually(phase_is(control_plane, namespace, "early", "Training"), "phase Training")
+    assert status["restartCount"] == 0
+    created = condition(status, "Created")
+    assert created is not None and created["status"] == "True"
