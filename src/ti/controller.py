@@ -236,29 +236,36 @@ class Controller:
 
 
 class _Scheduler(threading.Thread):
-    """Calls back each job at its due time: one-shot requeues and a periodic resync per known job."""
+    """Calls back each job at its due time: one-shot requeues and a periodic resync per known job.
+
+    Each periodic resync is a chain of heap entries carrying the chain's number. Dropping a job ends its
+    chain; a job re-created under the same name starts a new one, and entries of the old chain still in
+    the heap are skipped, so a name deleted and re-created never gets two resyncs per period.
+    """
 
     def __init__(self, callback: Callable[[Key], None]) -> None:
         super().__init__(name="ti-requeue", daemon=True)
         self._callback = callback
-        self._heap: list[tuple[float, int, Key, bool]] = []  # (due, seq, job, periodic)
-        self._periods: dict[Key, float] = {}
+        self._heap: list[tuple[float, int, Key, int]] = []  # (due, seq, job, chain; 0 = one-shot)
+        self._periods: dict[Key, tuple[float, int]] = {}  # job -> (period, its chain)
         self._seq = 0
         self._cond = threading.Condition()
         self._stopped = False
 
-    def at(self, when: float, key: Key, periodic: bool = False) -> None:
+    def at(self, when: float, key: Key, chain: int = 0) -> None:
         with self._cond:
             self._seq += 1
-            heapq.heappush(self._heap, (when, self._seq, key, periodic))
+            heapq.heappush(self._heap, (when, self._seq, key, chain))
             self._cond.notify()
 
     def resync(self, key: Key, first: float, period: float) -> None:
         with self._cond:
             if key in self._periods:
                 return
-            self._periods[key] = period
-        self.at(first, key, periodic=True)
+            self._seq += 1
+            chain = self._seq
+            self._periods[key] = (period, chain)
+        self.at(first, key, chain)
 
     def drop(self, key: Key) -> None:
         with self._cond:
@@ -269,6 +276,11 @@ class _Scheduler(threading.Thread):
             self._stopped = True
             self._cond.notify()
 
+    def _current(self, key: Key, chain: int) -> float | None:
+        # The period of `chain` if it is still the job's resync chain (call with the lock held).
+        period, current = self._periods.get(key, (0.0, 0))
+        return period if chain and current == chain else None
+
     def run(self) -> None:
         while True:
             with self._cond:
@@ -277,14 +289,14 @@ class _Scheduler(threading.Thread):
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
-                _, _, key, periodic = heapq.heappop(self._heap)
-                if periodic and key not in self._periods:
-                    continue  # the job is gone
+                _, _, key, chain = heapq.heappop(self._heap)
+                period = self._current(key, chain)
+                if chain and period is None:
+                    continue  # the job is gone, or this chain was replaced by a newer one
                 # Other one-shot calls for the same job that are already due: one reconcile serves all.
                 now = time.monotonic()
                 self._heap = [e for e in self._heap if e[3] or e[2] != key or e[0] > now]
                 heapq.heapify(self._heap)
-                period = self._periods.get(key) if periodic else None
             self._callback(key)
             if period is not None:
-                self.at(time.monotonic() + period, key, periodic=True)
+                self.at(time.monotonic() + period, key, chain)
