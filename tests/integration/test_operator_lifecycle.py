@@ -106,17 +106,20 @@ def test_platform_fault_retries_every_instance_until_the_backoff_limit(
     assert job(control_plane, namespace, "flaky")["status"]["restartCount"] == 2
 
 
-@pytest.mark.parametrize("force", [False, True], ids=["graceful", "forced"])
-def test_a_pod_deleted_by_someone_restarts_every_instance(
-    control_plane: ControlPlane, namespace: str, start_operator, force: bool
+@pytest.mark.parametrize("how", ["deleted", "force-deleted", "evicted"])
+def test_a_pod_deleted_or_evicted_restarts_every_instance(
+    control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet, how: str
 ) -> None:
     start_operator(**FAST)
     apply(control_plane, namespace, job_manifest("deleted", instanceCount=2))
     first = eventually(running_pods(control_plane, namespace, "deleted", 2, 0), "2 running pods")
     eventually(phase_is(control_plane, namespace, "deleted", "Training"), "phase Training")
 
-    how = ["--grace-period=0", "--force"] if force else []
-    control_plane.kubectl("delete", "pod", "deleted-worker-1", "-n", namespace, "--wait=false", *how)
+    if how == "evicted":
+        kubelet.evict("deleted-worker-1")
+    else:
+        force = ["--grace-period=0", "--force"] if how == "force-deleted" else []
+        control_plane.kubectl("delete", "pod", "deleted-worker-1", "-n", namespace, "--wait=false", *force)
     second = eventually(
         running_pods(control_plane, namespace, "deleted", 2, 1), "both instances recreated in attempt 1"
     )
@@ -125,6 +128,8 @@ def test_a_pod_deleted_by_someone_restarts_every_instance(
     assert status["restartCount"] == 1
     restart = next(e for e in events(control_plane, namespace, "deleted") if e["reason"] == "Restarting")
     assert "deleted-worker-1" in restart["message"]
+    if how == "evicted":
+        assert "low on resource" in restart["message"]
     time.sleep(2)
     assert uids(pods(control_plane, namespace, "deleted")) == uids(second), "the new attempt was not stable"
 
@@ -201,7 +206,11 @@ def test_a_job_that_cannot_be_scheduled_fails_and_frees_every_pod(
     )
     start_operator(TI_CATALOG_FILE=str(catalog), **FAST)
     manifest = job_manifest(
-        "huge", instanceType="TEST.4GPU", instanceCount=25, runPolicy={"schedulingTimeoutSeconds": 5}
+        "huge",
+        instanceType="TEST.4GPU",
+        instanceCount=25,
+        # Even with cleanPodPolicy None an Unschedulable job frees its pods: holding them is the harm.
+        runPolicy={"schedulingTimeoutSeconds": 5, "cleanPodPolicy": "None"},
     )
     with StatusRecorder(control_plane, namespace, "huge") as recorder:
         apply(control_plane, namespace, manifest)
