@@ -20,11 +20,12 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
 
 from ti import contract
-from ti.api import API_VERSION, KIND, PLURAL, TFTrainingJob
+from ti.api import API_VERSION, KIND, PLURAL, ObjectMeta, TFTrainingJob
 from ti.catalog import Catalog
-from ti.reconcile import Event, Plan, plan, refused
+from ti.reconcile import Event, Plan, describe, plan, refused, unparsable
 from ti.render import OperatorConfig
 
 GROUP, VERSION = API_VERSION.split("/")
@@ -73,7 +74,14 @@ class Controller:
             if body is None:
                 self.forget(namespace, name)
                 return None
-            job = TFTrainingJob.from_body(body)
+            try:
+                job = TFTrainingJob.from_body(body)
+            except ValidationError as err:
+                # Stored by the API server, refused by the model: fail it, never retry a traceback. The
+                # plan only patches status and records an event, so a stand-in with metadata suffices.
+                meta = ObjectMeta.model_validate(body["metadata"])
+                stand_in = TFTrainingJob.model_construct(metadata=meta)  # type: ignore[call-arg]
+                return self._apply(stand_in, unparsable(body, describe(err), self.clock()))
             pods = self.core.list_namespaced_pod(namespace, label_selector=f"{contract.LABEL_JOB}={name}")
             pod_dicts = [self.api.sanitize_for_serialization(p) for p in pods.items]
             service = self._get_service(namespace, name) if job.spec.distributed else None

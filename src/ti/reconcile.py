@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from ti import contract
 from ti import status as st
 from ti.api import (
@@ -158,6 +160,44 @@ def refused(job: TFTrainingJob, message: str, now: datetime, config: OperatorCon
         events=[] if seen else [Event("Warning", FAILED_CREATE, message)],
         requeue_after=float(min(REFUSED_RETRY_SECONDS, config.resync_seconds)),
     )
+
+
+def unparsable(body: Mapping[str, Any], message: str, now: datetime) -> Plan:
+    """The plan for a job the API server stored but the model refuses: what the CRD's schema cannot
+    check (a regular expression that does not compile, channel names that differ only in case). The job
+    fails at once with reason InvalidSpec and `message`; no pod is created.
+    """
+    meta = body.get("metadata") or {}
+    raw = body.get("status")
+    try:
+        old = TFTrainingJobStatus.model_validate(raw or {})
+    except ValidationError:
+        old, raw = TFTrainingJobStatus(), None
+    if meta.get("deletionTimestamp") or (old.phase is not None and old.phase.finished):
+        return Plan()
+    new = transition(
+        old,
+        Phase.FAILED,
+        reason=reasons.INVALID_SPEC,
+        message=message,
+        now=now,
+        generation=meta.get("generation"),
+    )
+    patch = merge_patch(status_body(old) if raw else {}, status_body(new))
+    return Plan(
+        status=new,
+        status_patch=patch or None,
+        events=[Event("Warning", "Failed", f"{reasons.INVALID_SPEC}: {message}")],
+    )
+
+
+def describe(err: ValidationError) -> str:
+    """A model's validation error in one line, each problem prefixed with its field path."""
+    parts = []
+    for e in err.errors():
+        path = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e["loc"]).lstrip(".")
+        parts.append(f"{path}: {e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
