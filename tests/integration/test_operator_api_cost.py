@@ -66,6 +66,14 @@ def test_one_two_instance_job_costs_its_pods_and_a_handful_of_writes(
 ) -> None:
     api = control_plane.api_client()
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    # Earlier tests' namespaces are still being emptied (the namespace controller lists and the garbage
+    # collector deletes their pods): that would be counted as this job's. Let them go first.
+    deadline = time.monotonic() + 120
+    while terminating := [
+        n.metadata.name for n in core.list_namespace().items if n.status.phase == "Terminating"
+    ]:
+        assert time.monotonic() < deadline, f"namespaces never went away: {terminating}"
+        time.sleep(0.5)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "trainer"}})
     # Default resync (60 s): no timer fires inside the window. Wait for the operator's first lists.
     before_start = requests(control_plane)
