@@ -24,6 +24,9 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _HYPERPARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 MAX_RUN_LIMIT = 30 * 86400
 MAX_VOLUME_GB = 16384
+# TFTrainingJobSpec.hyperparameters: at most 256 entries of at most 4096 characters each.
+MAX_HYPERPARAMETERS = 256
+MAX_HYPERPARAMETER_VALUE = 4096
 
 
 class ArgumentError(ValueError):
@@ -158,7 +161,7 @@ def source(entry_point: Any, source_dir: Any) -> tuple[str, str | None]:
         return entry_point, str(source_dir)
     if source_dir is None:
         script = Path(entry_point)
-        if not script.is_file():
+        if not _is_file(script):
             raise ArgumentError(
                 "entry_point",
                 f"{entry_point!r} is not a file (looked in {Path.cwd()})",
@@ -166,7 +169,7 @@ def source(entry_point: Any, source_dir: Any) -> tuple[str, str | None]:
             )
         return script.name, str(script.resolve().parent)
     directory = Path(str(source_dir).removeprefix("file://"))
-    if not directory.is_dir():
+    if not _is_dir(directory):
         raise ArgumentError(
             "source_dir",
             f"{str(source_dir)!r} is not a directory (looked in {Path.cwd()})",
@@ -178,13 +181,28 @@ def source(entry_point: Any, source_dir: Any) -> tuple[str, str | None]:
             f"{entry_point!r} must be a path inside source_dir",
             "Pass it relative to source_dir",
         )
-    if not (directory / entry_point).is_file():
+    if not _is_file(directory / entry_point):
         raise ArgumentError(
             "entry_point",
             f"{entry_point!r} is not in source_dir {str(source_dir)!r}",
             "Pass the script's path relative to source_dir",
         )
     return entry_point, str(source_dir)
+
+
+def _is_file(path: Path) -> bool:
+    # A name too long for the file system, or with a NUL byte, names no file rather than failing.
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _uri(argument: str, value: str, *, cluster: bool) -> str:
@@ -237,6 +255,12 @@ def hyperparameters(value: Any) -> dict[str, str]:
             f"got {type(value).__name__}",
             "Pass a dict, e.g. hyperparameters={'epochs': 10}",
         )
+    if len(value) > MAX_HYPERPARAMETERS:
+        raise ArgumentError(
+            "hyperparameters",
+            f"{len(value)} entries, at most {MAX_HYPERPARAMETERS} are allowed",
+            "Pass the rest in a file in source_dir or in an input channel",
+        )
     result: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not _HYPERPARAMETER_NAME.match(key):
@@ -246,7 +270,21 @@ def hyperparameters(value: Any) -> dict[str, str]:
                 "Use letters, digits, '_', '.' and '-' (at most 128), starting with a letter or '_'; "
                 "each becomes --name value",
             )
-        result[key] = item if isinstance(item, str) else json.dumps(item)
+        try:
+            result[key] = item if isinstance(item, str) else json.dumps(item)
+        except (TypeError, ValueError):
+            raise ArgumentError(
+                "hyperparameters",
+                f"the value of {key!r} is a {type(item).__name__}, which cannot be passed to the script",
+                "Use strings, numbers, booleans, or lists and dicts of them (they are sent as JSON)",
+            ) from None
+        if len(result[key]) > MAX_HYPERPARAMETER_VALUE:
+            raise ArgumentError(
+                "hyperparameters",
+                f"the value of {key!r} is {len(result[key])} characters long, at most "
+                f"{MAX_HYPERPARAMETER_VALUE} are allowed",
+                "Pass large settings in a file in source_dir or in an input channel",
+            )
     return result
 
 
