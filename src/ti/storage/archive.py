@@ -73,10 +73,28 @@ def _check_link(member: tarfile.TarInfo, name: str, seen_files: set[str]) -> Non
         )
 
 
+def _climbs_through(name: str, target: str, links: set[str]) -> str | None:
+    """The archive symlink that `name -> target` steps out of with `..`, if any: read lexically the
+    target stays inside, but followed, `link/..` is the parent of wherever `link` points."""
+    parts = [p for p in PurePosixPath(name).parent.parts if p != "."]
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if "/".join(parts) in links:
+                return "/".join(parts)
+            if parts:
+                parts.pop()
+        else:
+            parts.append(part)
+    return None
+
+
 def _validate(archive: Path, max_bytes: int, max_members: int) -> None:
     total = 0
     files: set[str] = set()
     links: set[str] = set()
+    targets: dict[str, str] = {}
     with tarfile.open(archive, "r:*") as tar:
         for count, member in enumerate(tar, start=1):
             if count > max_members:
@@ -103,8 +121,17 @@ def _validate(archive: Path, max_bytes: int, max_members: int) -> None:
                     files.add(name)
                 else:
                     links.add(name)
+                    targets[name] = member.linkname
             elif not member.isdir():
                 raise UnsafeArchiveError(f"archive member {name!r} is a device, fifo or special file")
+    # Once every symlink is known (a link may name one that comes later in the archive).
+    for name, target in targets.items():
+        through = _climbs_through(name, target, links)
+        if through is not None:
+            raise UnsafeArchiveError(
+                f"archive member {name!r} is a symlink to {target!r}, which climbs out through the "
+                f"symlink {through!r}"
+            )
 
 
 def extract_tarball(
