@@ -42,7 +42,7 @@ ProgressCallback = Callable[[Progress], None]
 class TransferConfig:
     """How transfers are split and retried. Defaults suit both COS and the loopback test server."""
 
-    concurrency: int = 16
+    concurrency: int = 8
     multipart_threshold: int = 64 * MiB
     part_size: int = 16 * MiB
     range_threshold: int = 64 * MiB

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
+import os
 import re
 import socket
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
@@ -69,6 +71,17 @@ def _error_code(error: CosServiceError) -> str:
     return match.group(1) if match else "Unknown"
 
 
+def _network_env(settings: CosSettings) -> tuple[dict[str, str], str | None]:
+    """Proxies (honouring no_proxy for the COS host) and a CA bundle, as requests would find them."""
+    host = settings.ip or (
+        f"bucket.{settings.endpoint}" if settings.endpoint else f"bucket.cos.{settings.region}.myqcloud.com"
+    )
+    proxies = {} if urllib.request.proxy_bypass(host.split(":")[0]) else dict(urllib.request.getproxies())
+    proxies.pop("no", None)
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+    return proxies, ca_bundle
+
+
 class CosClient:
     """One SDK client with a connection pool sized for the transfer concurrency."""
 
@@ -88,7 +101,15 @@ class CosClient:
             options.update(IP=settings.ip, Port=settings.port)
         if settings.endpoint:
             options.update(Endpoint=settings.endpoint)
+        proxies, ca_bundle = _network_env(settings)
+        if proxies:
+            options["Proxies"] = proxies
+        if ca_bundle:
+            options["VerifySSL"] = ca_bundle
         session = requests.Session()
+        # The environment is read once here instead of by requests on every call (scanning
+        # os.environ for proxies cost ~0.7 ms a request, a third of a small object's client time).
+        session.trust_env = False
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(config.concurrency, 4))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
