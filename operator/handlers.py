@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from prometheus_client import start_http_server
 
-from ti import contract
+from ti import contract, ratelimit
 from ti.api import PLURAL
 from ti.catalog import load_catalog
 from ti.controller import GROUP, VERSION, Controller
@@ -73,9 +73,11 @@ def pod_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: An
 def _api_client() -> client.ApiClient:
     try:
         kube_config.load_incluster_config()
-        return client.ApiClient()
+        api = client.ApiClient()
     except kube_config.ConfigException:
-        return kube_config.new_client_from_config()
+        api = kube_config.new_client_from_config()
+    # TI_OPERATOR_QPS / TI_OPERATOR_BURST: a client-side rate limit, off unless set.
+    return ratelimit.limit(api, ratelimit.from_env())
 
 
 logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)

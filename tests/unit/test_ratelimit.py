@@ -1,0 +1,74 @@
+"""The operator's optional client-side rate limit (TI_OPERATOR_QPS / TI_OPERATOR_BURST)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ti.ratelimit import TokenBucket, from_env, limit
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_burst_then_qps() -> None:
+    clock = Clock()
+    bucket = TokenBucket(qps=20, burst=30, clock=clock, sleep=clock.sleep)
+    waits = [bucket.acquire() for _ in range(50)]
+    assert waits[:30] == [0.0] * 30
+    assert all(w == pytest.approx(0.05) for w in waits[30:])
+    assert clock.now == pytest.approx(20 / 20)  # 20 requests beyond the burst at 20 per second
+
+
+def test_tokens_refill_up_to_the_burst_only() -> None:
+    clock = Clock()
+    bucket = TokenBucket(qps=10, burst=5, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        bucket.acquire()
+    clock.now += 100  # idle for long: the bucket holds 5 again, not 1000
+    assert [bucket.acquire() for _ in range(6)] == [0.0] * 5 + [pytest.approx(0.1)]
+
+
+def test_from_env() -> None:
+    assert from_env({}) is None
+    assert from_env({"TI_OPERATOR_QPS": "0"}) is None
+    b = from_env({"TI_OPERATOR_QPS": "20", "TI_OPERATOR_BURST": "30"})
+    assert b is not None and (b.qps, b.burst) == (20, 30)
+    b = from_env({"TI_OPERATOR_QPS": "2.5"})
+    assert b is not None and b.burst == 3
+    with pytest.raises(ValueError):
+        TokenBucket(0, 1)
+
+
+def test_limit_wraps_every_request_of_a_client() -> None:
+    class Rest:
+        def __init__(self) -> None:
+            self.calls: list[Any] = []
+
+        def request(self, *args: Any, **kwargs: Any) -> str:
+            self.calls.append(args)
+            return "ok"
+
+    class Api:
+        rest_client = Rest()
+
+    clock = Clock()
+    api = Api()
+    rest = api.rest_client
+    assert limit(api, None) is api and api.rest_client.request == rest.request
+    limit(api, TokenBucket(qps=1, burst=1, clock=clock, sleep=clock.sleep))
+    assert [api.rest_client.request("GET", "/a"), api.rest_client.request("GET", "/b")] == ["ok", "ok"]
+    assert rest.calls == [("GET", "/a"), ("GET", "/b")] and clock.slept == [pytest.approx(1.0)]
