@@ -349,11 +349,19 @@ def test_only_the_chief_uploads_the_model(
 ) -> None:
     host = f"job-a-{role}-{index}"
     pod = Pod(
-        object_store, bucket, tmp_path, TI_INSTANCE_ROLE=role, TI_INSTANCE_INDEX=index, TM_CURRENT_HOST=host
+        object_store,
+        bucket,
+        tmp_path,
+        TI_INSTANCE_ROLE=role,
+        TI_INSTANCE_INDEX=index,
+        TM_CURRENT_HOST=host,
+        TI_CHECKPOINT_PATH=f"cos://{bucket}/ckpt",
     )
     finished_main(pod, 0, "done\n")
+    pod.path(contract.CHECKPOINT_DIR).mkdir()
+    (pod.path(contract.CHECKPOINT_DIR) / "ckpt-9.index").write_bytes(b"not the chief's")
     assert run_toolkit("upload", pod.env).returncode == 0
-    assert object_store.keys(bucket, "out/") == [f"out/job-a/logs/{host}.log"]
+    assert object_store.keys(bucket, "") == [f"out/job-a/logs/{host}.log"]
 
 
 def test_upload_after_a_failed_script(

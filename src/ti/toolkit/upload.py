@@ -101,7 +101,9 @@ class Uploader:
         self.stop = stop or threading.Event()
         self.errors: list[str] = []
         self.sync: CheckpointSync | None = None
-        if self.settings.checkpoint_path:
+        # The chief alone writes the job's checkpoints (TensorFlow's own convention): other
+        # instances restore them but never overwrite them.
+        if self.settings.checkpoint_path and self.settings.chief:
             seen = CheckpointSync.load_seen(self.layout.ti_dir / RESTORED_CHECKPOINTS)
             store = store_for(self.settings.checkpoint_path, self.settings.env)
             self.sync = CheckpointSync(store, self.layout.checkpoints, self.settings.checkpoint_path, seen)
