@@ -184,7 +184,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
     try:
         fetch(env, say)
-    except (StorageError, OSError) as error:
+    except Exception as error:  # whatever it was, the pod's status must say it
         message = str(error) if isinstance(error, StorageError) else f"{type(error).__name__}: {error}"
         say(f"failed: {message}")
         write_message(message, layout.path(contract.FETCH_FAILURE_FILE), env)

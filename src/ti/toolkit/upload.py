@@ -224,9 +224,10 @@ def main(env: Mapping[str, str] | None = None, poll_seconds: float = 0.5) -> int
         code = uploader.wait_for_exit(poll_seconds)
         say(f"the training script exited with code {code}")
         result = uploader.finish(code)
-    except StorageError as error:
-        # Settings or credentials so wrong that nothing could start: still never a success.
-        message = f"{contract.UPLOAD_FAILED_REASON}: {error}"
+    except Exception as error:
+        # Settings so wrong that nothing could start, or a bug of ours: still never a success.
+        detail = str(error) if isinstance(error, StorageError) else f"{type(error).__name__}: {error}"
+        message = f"{contract.UPLOAD_FAILED_REASON}: {detail}"
         say(message)
         write_message(message, layout.path(contract.UPLOAD_FAILURE_FILE), env)
         return contract.UPLOAD_FAILED_EXIT_CODE
