@@ -62,7 +62,11 @@ def main() -> None:
     x, y = train
     classes = int(y.max()) + 1
     model = keras.Sequential(
-        [keras.Input(shape=(x.shape[1],)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(classes)]
+        [
+            keras.Input(shape=(x.shape[1],)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(classes),
+        ]
     )
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
@@ -96,8 +100,13 @@ def main() -> None:
 
     callbacks.append(Report())
     history = model.fit(
-        x, y, epochs=args.epochs, initial_epoch=initial_epoch, batch_size=args.batch_size,
-        callbacks=callbacks, verbose=0,
+        x,
+        y,
+        epochs=args.epochs,
+        initial_epoch=initial_epoch,
+        batch_size=args.batch_size,
+        callbacks=callbacks,
+        verbose=0,
     )
     if test is not None:
         loss, accuracy = model.evaluate(*test, verbose=0)

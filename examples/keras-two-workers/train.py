@@ -63,7 +63,11 @@ def main() -> None:
 
     def build() -> keras.Model:
         return keras.Sequential(
-            [keras.Input(shape=(x.shape[1],)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(classes)]
+            [
+                keras.Input(shape=(x.shape[1],)),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dense(classes),
+            ]
         )
 
     with strategy.scope():
@@ -74,7 +78,9 @@ def main() -> None:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = (
-        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=1).batch(global_batch, drop_remainder=True)
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=1)
+        .batch(global_batch, drop_remainder=True)
     ).with_options(options)
     steps = len(x) // global_batch
 
@@ -85,7 +91,7 @@ def main() -> None:
                 logits = model(features, training=True)
                 loss = tf.nn.compute_average_loss(loss_fn(labels, logits), global_batch_size=global_batch)
             grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
         per_replica = strategy.run(step, args=batch)
