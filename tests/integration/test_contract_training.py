@@ -293,3 +293,35 @@ def test_a_missing_channel_fails_the_fetch_step(
         and f"cos://{bucket}/data/not-there" in result.failure_reason
     )
     assert "never runs" not in str(lines)
+
+
+def test_local_mode_with_file_uris_needs_no_object_store(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(
+        "import os, sys\n"
+        "rows = open(os.path.join(os.environ['TM_CHANNEL_TRAIN'], 'rows.csv')).read()\n"
+        "open(os.path.join(os.environ['TM_MODEL_DIR'], 'model.txt'), 'w').write(rows.upper())\n"
+        "print('metric loss=0.125', sys.argv[1:])\n"
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.csv").write_text("a,b\n")
+    job = make_job(
+        "file-job",
+        entryPoint="train.py",
+        sourceDir=f"file://{code}",
+        inputs={"train": f"file://{tmp_path / 'data'}"},
+        outputPath=f"file://{tmp_path / 'out'}",
+        hyperparameters={"lr": "0.5"},
+        metricDefinitions=[{"name": "loss", "regex": r"loss=([0-9.]+)"}],
+    )
+    lines = Lines()
+    pods = render(job, default_catalog(), OperatorConfig(), cluster=False).pods
+    [result] = run_pods(pods, tmp_path / "work", on_output=lines)
+    assert result.exit_code == 0, f"{result.failure_reason}\n{lines}"
+    assert result.metrics == {"loss": 0.125}
+    assert "metric loss=0.125 ['--lr', '0.5']" in lines.of("file-job-worker-0")
+    with tarfile.open(tmp_path / "out" / "file-job" / "output" / "model.tar.gz") as tar:
+        model = tar.extractfile("model.txt")
+        assert model is not None and model.read() == b"A,B\n"
+    assert (tmp_path / "out" / "file-job" / "logs" / "file-job-worker-0.log").is_file()
