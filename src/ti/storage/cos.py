@@ -220,7 +220,7 @@ class CosStore:
 
         def opened() -> _RangedFile:
             nonlocal ranged
-            with lock:  # opened by the first range to run, so queued objects hold no descriptors
+            with lock:  # created by the first range to run, so queued objects take no disk yet
                 if ranged is None:
                     ranged = _RangedFile(info, dest, ranges, cfg.verify_checksums)
                 return ranged
