@@ -13,6 +13,7 @@ help: ## list the targets
 
 setup: $(VENV)/.installed ## create .venv with the package and its dev tools (tensorflow-cpu, moto, ruff, mypy)
 $(VENV)/.installed: pyproject.toml
+	bash hack/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

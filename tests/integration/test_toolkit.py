@@ -23,7 +23,9 @@ from ..support.objectstore import LoopbackObjectStore
 
 pytestmark = pytest.mark.integration
 
-SHELLS = [s for s in ("dash", "bash", "busybox") if shutil.which(s)]
+# Every shell a training image may have; `make setup` installs busybox (hack/system-deps.sh). A missing
+# one fails its test instead of dropping it.
+SHELLS = ["dash", "bash", "busybox"]
 
 
 def run_toolkit(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -218,11 +220,13 @@ def launch(
     argv = [shell, str(launcher)]
     if shell == "busybox":
         # A busybox image: sh and every tool the launcher calls are busybox applets; python from the venv.
+        busybox = shutil.which("busybox")
+        assert busybox, "busybox is missing: `make setup` installs it (hack/system-deps.sh)"
         bin_dir = root / "busybox-bin"
         bin_dir.mkdir(exist_ok=True)
         for applet in ("sh", "tee", "grep", "tail", "cut", "mkdir", "mkfifo", "rm", "mv", "cat", "kill"):
             (bin_dir / applet).unlink(missing_ok=True)
-            (bin_dir / applet).symlink_to(shutil.which("busybox") or "busybox")
+            (bin_dir / applet).symlink_to(busybox)
         env["PATH"] = f"{bin_dir}:{Path(sys.executable).parent}"
         argv = [str(bin_dir / "sh"), str(launcher)]
     return subprocess.run([*argv, entry, *args], env=env, capture_output=True, text=True, timeout=timeout)
