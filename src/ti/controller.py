@@ -36,6 +36,9 @@ JOBS_SUCCEEDED = Counter("ti_jobs_succeeded_total", "TFTrainingJobs that reached
 JOBS_FAILED = Counter("ti_jobs_failed_total", "TFTrainingJobs that reached Failed", ["reason"])
 JOBS_RESTARTED = Counter("ti_jobs_restarted_total", "Retries of all instances of a TFTrainingJob")
 RECONCILE_SECONDS = Histogram("ti_reconcile_duration_seconds", "Time of one reconcile of one job")
+COALESCED = Counter(
+    "ti_reconciles_coalesced_total", "Reconciles skipped: one for the same job was already waiting"
+)
 
 Key = tuple[str, str]  # (namespace, job name)
 # Creations the API server refuses for good until something changes (admission, quota, validation).
@@ -59,6 +62,7 @@ class Controller:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _waiting: set[Key] = field(default_factory=set)  # jobs with a reconcile waiting for their lock
     _scheduler: _Scheduler | None = None
 
     def __post_init__(self) -> None:
@@ -68,8 +72,20 @@ class Controller:
     # -- entry points ----------------------------------------------------------------------------
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
-        """Bring one job one step closer to what its spec asks; returns the plan it applied."""
-        with self._lock((namespace, name)), RECONCILE_SECONDS.time():
+        """Bring one job one step closer to what its spec asks; returns the plan it applied, or None when
+        the job is gone or another call already waits to reconcile it."""
+        key = (namespace, name)
+        with self._locks_guard:
+            if key in self._waiting:
+                # That call has read nothing yet: it will see whatever this one was called for. Bursts of
+                # pod and job events cost one reconcile, as in client-go's work queues.
+                COALESCED.inc()
+                return None
+            self._waiting.add(key)
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock, RECONCILE_SECONDS.time():
+            with self._locks_guard:
+                self._waiting.discard(key)
             body = self._get_job(namespace, name)
             if body is None:
                 self.forget(namespace, name)
