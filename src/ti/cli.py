@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ti.job import TrainingJob, TrainingJobError, TrainingJobStopped, phase_of
+from ti.job import FINISHED, TrainingJob, TrainingJobError, TrainingJobStopped, phase_of
 from ti.session import JobNotFoundError, Session, SessionError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_STOPPED, EXIT_INTERRUPTED = (
@@ -152,9 +152,12 @@ def cmd_logs(args: argparse.Namespace, session: Session) -> int:
 
 def cmd_stop(args: argparse.Namespace, session: Session) -> int:
     job = TrainingJob(args.name, session)
+    phase = phase_of(job.describe())
+    if phase in FINISHED:
+        print(f"training job {args.name}: already {phase}")
+        return EXIT_OK
     body = job.stop(wait=args.wait)
-    phase = phase_of(body) if args.wait else "Stopping"
-    print(f"training job {args.name}: {phase}")
+    print(f"training job {args.name}: {phase_of(body) if args.wait else 'stop requested'}")
     return EXIT_OK
 
 

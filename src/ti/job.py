@@ -125,7 +125,7 @@ class TrainingJob:
             phase = phase_of(obj) or Phase.PENDING.value
             if phase != last:
                 status = obj.get("status") or {}
-                extra = f" ({status['reason']})" if phase in FINISHED and status.get("reason") else ""
+                extra = f" ({status['reason']})" if status.get("reason") else ""
                 printer.note(f"{datetime.now():%H:%M:%S} training job {self.name}: {phase}{extra}")
                 last = phase
 

@@ -160,16 +160,27 @@ class _Follower(threading.Thread):
                 self.printer.note(f"[{self.instance}] --- restarted (attempt {count + 1}) ---")
             follow = not (deleted or finishing or terminated(pod, status))
             try:
+                if follow and not self._printed.get(attempt):
+                    # A following read of an empty log answers only once the first line is written,
+                    # and cannot be interrupted before: poll until the log has begun.
+                    if not self._read(attempt, follow=False):
+                        self._pause(1.0)
+                        continue
                 new = self._read(attempt, follow=follow)
             except SessionError:
                 if deleted or finishing:
                     return
-                time.sleep(1.0)
+                self._pause(1.0)
                 continue
             if not follow:
                 return
             if new == 0:
-                time.sleep(0.5)  # a dropped stream or an exited container not yet in the pod's status
+                self._pause(0.5)  # a dropped stream or an exited container not yet in the pod's status
+
+    def _pause(self, seconds: float) -> None:
+        with self._cond:
+            if not self._deleted and not self._finishing:
+                self._cond.wait(seconds)
 
     def _read(self, attempt: int, *, follow: bool, previous: bool = False) -> int:
         """Print the lines of `attempt` not printed yet; return how many were printed."""

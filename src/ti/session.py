@@ -51,9 +51,9 @@ class LogStream:
     def chunks(self) -> Iterator[bytes]:
         try:
             yield from self._response.stream(64 * 1024, decode_content=True)
-        except Exception:
+        except Exception as err:
             if not self._closed.is_set():
-                raise
+                raise SessionError(f"reading a pod log was cut off: {err}") from None
         finally:
             self._response.release_conn()
 
@@ -335,6 +335,8 @@ class Session:
     ) -> LogStream:
         """Open one container's log through the pods/log endpoint; `close()` the stream to stop."""
         kwargs: dict[str, Any] = {"container": container, "follow": follow, "previous": previous}
+        # A following read that stays silent this long is reconnected (skipping what was printed).
+        kwargs["_request_timeout"] = (15, 300 if follow else 60)
         if tail_lines is not None:
             kwargs["tail_lines"] = tail_lines
         response = self._call(
@@ -362,7 +364,7 @@ class Session:
         """The object store that holds `uri` (file://, cos://, s3://), with this session's settings."""
         from ti import storage
 
-        return storage.open_store(uri, env={**os.environ, **self.storage_env()})
+        return storage.store_for(uri, environ={**os.environ, **self.storage_env()})
 
     def upload_file(self, path: Path, uri: str, progress: Callable[[Any], None] | None = None) -> None:
         self.store(uri).upload_file(path, uri, progress=progress)
