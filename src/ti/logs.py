@@ -160,12 +160,11 @@ class _Follower(threading.Thread):
                 self.printer.note(f"[{self.instance}] --- restarted (attempt {count + 1}) ---")
             follow = not (deleted or finishing or terminated(pod, status))
             try:
-                if follow and not self._printed.get(attempt):
-                    # A following read of an empty log answers only once the first line is written,
-                    # and cannot be interrupted before: poll until the log has begun.
-                    if not self._read(attempt, follow=False):
-                        self._pause(1.0)
-                        continue
+                # A following read of an empty log answers only once the first line is written, and
+                # cannot be interrupted before: poll until the log has begun.
+                if follow and not self._printed.get(attempt) and not self._read(attempt, follow=False):
+                    self._pause(1.0)
+                    continue
                 new = self._read(attempt, follow=follow)
             except SessionError:
                 if deleted or finishing:
