@@ -160,7 +160,7 @@ class TrainingJob:
     def _log_tail(self) -> dict[str, list[str]]:
         tails: dict[str, list[str]] = {}
         try:
-            printer = LogPrinter(out=io.StringIO())
+            printer = LogPrinter(echo=False)
             print_logs(self.session, self.name, printer)
             tails = printer.tail()
         except SessionError:
@@ -192,7 +192,7 @@ class TrainingJob:
             return
         streamer = JobLogs(self.session, self.name, printer, instance=instance).start()
         try:
-            self._watch_until_finished(self.describe(), LogPrinter(out=io.StringIO()))
+            self._watch_until_finished(self.describe(), LogPrinter(echo=False))
         finally:
             streamer.finish()
 

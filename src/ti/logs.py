@@ -25,8 +25,9 @@ TAIL_LINES = 20
 class LogPrinter:
     """Writes `[instance] line` to `out`, a whole line at a time, and keeps each instance's last lines."""
 
-    def __init__(self, out: TextIO | None = None, tail: int = TAIL_LINES) -> None:
+    def __init__(self, out: TextIO | None = None, tail: int = TAIL_LINES, *, echo: bool = True) -> None:
         self.out = out
+        self.echo = echo
         self._lock = threading.Lock()
         self._tails: dict[str, collections.deque[str]] = {}
         self._tail = tail
@@ -34,11 +35,15 @@ class LogPrinter:
     def line(self, instance: str, text: str) -> None:
         with self._lock:
             self._tails.setdefault(instance, collections.deque(maxlen=self._tail)).append(text)
+            if not self.echo:
+                return
             out = self.out or sys.stdout
             out.write(f"[{instance}] {text}\n")
             out.flush()
 
     def note(self, text: str) -> None:
+        if not self.echo:
+            return
         with self._lock:
             out = self.out or sys.stdout
             out.write(f"{text}\n")
