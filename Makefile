@@ -44,6 +44,9 @@ crds: setup ## regenerate the CRD and docs/api.md from the pydantic models
 	$(BIN)/python -m ti.api.docs > docs/api.md
 	bash hack/sync-chart-crds.sh
 
+demo: setup ## train the example Keras model through the TI SDK in local mode (no cluster, no Docker)
+	$(BIN)/python examples/demo.py
+
 bench: setup toolchain ## run the benchmarks (not part of make test)
 	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" nice -n 10 $(BIN)/python bench/control_plane.py $(BENCH_ARGS)
 

@@ -25,4 +25,4 @@ def transfer_bar(description: str, total: int) -> Iterator[Callable[[Any], None]
         yield update
         bar.update(task, completed=max(total, 1))
     if not console.is_terminal:
-        console.print(f"{description}: {total} bytes", highlight=False)
+        console.print(f"{description}: {total} bytes", highlight=False, soft_wrap=True)
