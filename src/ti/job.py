@@ -67,6 +67,7 @@ class TrainingJob:
     def __init__(self, name: str, session: Session | None = None) -> None:
         self.name = name
         self.session = session if session is not None else Session()
+        self.board: Any = None  # the TensorBoard started by wait(tensorboard=True) or tensorboard()
 
     def __repr__(self) -> str:
         return f"TrainingJob({self.name!r}, namespace={self.session.namespace!r})"
@@ -98,10 +99,13 @@ class TrainingJob:
         printer = LogPrinter(out)
         body = self.describe()
         streamer = JobLogs(self.session, self.name, printer).start() if logs else None
-        board = self.tensorboard(out=out) if tensorboard else None
+        if tensorboard:
+            self.board = self.tensorboard(out=out)
+        drain = 30.0
         try:
             body = self._watch_until_finished(body, printer)
         except KeyboardInterrupt:
+            drain = 1.0
             printer.note(
                 f"\nStopped following training job {self.name}; it keeps running. Follow it again with\n"
                 f"  TensorFlow.attach(training_job_name={self.name!r})   or   ti logs -f {self.name}"
@@ -109,9 +113,9 @@ class TrainingJob:
             raise
         finally:
             if streamer is not None:
-                streamer.finish()
-            if board is not None:
-                board.sync_once()
+                streamer.finish(drain)
+            if self.board is not None:
+                self.board.sync_once()
         if phase_of(body) == Phase.COMPLETED.value:
             return body
         tail = printer.tail() if logs else self._log_tail()
@@ -220,4 +224,5 @@ class TrainingJob:
         from ti.tensorboard import TensorBoard
 
         body = self.describe()
-        return TensorBoard.for_job(body, self.session, out=out).start()
+        self.board = TensorBoard.for_job(body, self.session, out=out).start()
+        return self.board

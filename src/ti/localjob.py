@@ -57,6 +57,7 @@ class LocalTrainingJob:
             self.pods, workdir, storage_env=session.storage_env(), on_output=self._on_output
         )
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"ti-local-{self.name}")
+        self.board: Any = None
 
     @classmethod
     def start(
@@ -154,7 +155,8 @@ class LocalTrainingJob:
                     printer.line(instance, line)
                 self._buffer.clear()
                 self._printer = printer
-        board = self.tensorboard(out=out) if tensorboard else None
+        if tensorboard:
+            self.tensorboard(out=out)
         try:
             while not self._done.wait(0.5):
                 pass
@@ -165,8 +167,8 @@ class LocalTrainingJob:
         finally:
             with self._lock:
                 self._printer = None
-            if board is not None:
-                board.sync_once()
+            if self.board is not None:
+                self.board.sync_once()
         body = self.describe()
         status = body["status"]
         reason = status.get("reason")
@@ -204,7 +206,8 @@ class LocalTrainingJob:
         """TensorBoard on the instances' work directories (event files are read where they are)."""
         from ti.tensorboard import TensorBoard
 
-        return TensorBoard(self.workdir, out=out).start()
+        self.board = TensorBoard(self.workdir, out=out).start()
+        return self.board
 
 
 def prepare_manifest(job: TFTrainingJob, session: Session) -> TFTrainingJob:

@@ -84,13 +84,13 @@ def container_status(pod: dict[str, Any], container: str) -> dict[str, Any]:
 
 def started(status: dict[str, Any]) -> bool:
     state = status.get("state") or {}
-    return bool(state.get("running") or state.get("terminated") or status.get("restartCount"))
+    return "running" in state or "terminated" in state or bool(status.get("restartCount"))
 
 
 def terminated(pod: dict[str, Any], status: dict[str, Any]) -> bool:
     if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return True
-    return bool((status.get("state") or {}).get("terminated"))
+    return "terminated" in (status.get("state") or {})
 
 
 class _Follower(threading.Thread):

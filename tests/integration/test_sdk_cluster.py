@@ -337,6 +337,7 @@ def ti(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_commands(
+    plane: ControlPlane,
     operator: None,
     namespace: str,
     session: Session,
@@ -371,6 +372,16 @@ def test_cli_commands(
     assert rows[running][1] == "Training"
     names = ti(kubeconfig, "-n", namespace, "list", "-o", "name")
     assert sorted(names.stdout.split()) == sorted([done, running])
+    # The same command as a kubectl plugin (kubectl finds kubectl-ti on PATH).
+    plugin = subprocess.run(
+        [str(plane.bin / "kubectl"), "ti", "list", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"KUBECONFIG": str(kubeconfig), "PATH": f"{Path(TI).parent}:/usr/bin:/bin", "HOME": str(project)},
+    )
+    assert plugin.returncode == 0, plugin.stderr
+    assert sorted(plugin.stdout.split()) == sorted([done, running])
 
     described = ti(kubeconfig, "describe", done)
     assert described.returncode == 0, described.stderr

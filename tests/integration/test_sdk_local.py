@@ -13,7 +13,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -206,3 +209,46 @@ def test_ti_run_a_manifest_locally(project: Path) -> None:
     bad = subprocess.run([ti, "run", "-f", "bad.yaml", "--local"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "not a valid TFTrainingJob" in bad.stderr
+
+
+def test_run_tensorboard_locally_serves_the_jobs_event_files(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "gpu" / "code" / "train.py").write_text(
+        "import os\n"
+        "import tensorflow as tf\n"
+        "writer = tf.summary.create_file_writer(os.path.join(os.environ['TM_OUTPUT_DATA_DIR'], 'tb'))\n"
+        "with writer.as_default():\n"
+        "    for step in range(3):\n"
+        "        tf.summary.scalar('loss', 1.0 / (step + 1), step=step)\n"
+        "writer.flush()\n"
+    )
+    estimator = TensorFlow(
+        role="default",
+        train_instance_count=1,
+        train_instance_type="local",
+        framework_version="2.16",
+        entry_point="train.py",
+        source_dir="gpu/code",
+        output_path=str(project / "output"),
+    )
+    estimator.fit(f"file://{project}/data", run_tensorboard_locally=True)
+    board = estimator.latest_training_job.board
+    try:
+        assert board.wait_ready(120), "TensorBoard never answered"
+        assert f"TensorBoard at {board.url}" in capsys.readouterr().out
+
+        def runs() -> dict[str, Any]:
+            # TensorBoard rescans its logdir every few seconds.
+            with urllib.request.urlopen(f"{board.url}data/plugin/scalars/tags", timeout=30) as response:
+                tags: dict[str, Any] = json.load(response)
+            return {run: tag for run, tag in tags.items() if run.endswith("tb")}
+
+        deadline = time.monotonic() + 60
+        while not runs() and time.monotonic() < deadline:
+            time.sleep(1)
+        ((run, tags),) = runs().items()
+        assert "loss" in tags, run
+    finally:
+        board.stop()
+    assert not board.running()
