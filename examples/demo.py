@@ -31,7 +31,7 @@ def train_with_the_sdk(data: Path) -> tuple[str, dict[str, float], float]:
 
     # Local mode runs this machine's TensorFlow whatever the preset version says; we know.
     warnings.filterwarnings("ignore", message="framework_version=", category=UserWarning)
-    print(f"Local mode trains with this machine's TensorFlow {local_tensorflow_version()}.\n", flush=True)
+    print(f"Local mode trains with this machine's TensorFlow {local_tensorflow_version()}.", flush=True)
 
     tf_estimator = TensorFlow(
         role="default",

@@ -141,6 +141,12 @@ def test_a_failing_script_makes_fit_raise_with_its_message(project: Path) -> Non
     assert "ValueError: labels are missing from the training channel" in str(err)
     assert not (project / "output" / estimator.latest_training_job.name / "output" / "model.tar.gz").exists()
 
+    # fit(wait=False) returns at once; waiting later raises the same way.
+    estimator.fit(f"file://{project}/data", wait=False)
+    with pytest.raises(TrainingJobFailed, match="labels are missing from the training channel"):
+        estimator.latest_training_job.wait(out=io.StringIO())
+    assert estimator.latest_training_job.describe()["status"]["phase"] == "Failed"
+
 
 def test_two_local_instances_train_one_model(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(EXAMPLES / "make_data.py"))["write"](project / "cluster-data", 512, 128)
