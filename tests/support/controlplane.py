@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_LABEL = "nvidia.com/gpu.present"
 GPU_RESOURCE = "nvidia.com/gpu"
+KWOK_LOGS_CRD = Path(__file__).parent / "kwok" / "logs-crd.yaml"
 
 
 def toolchain_bin() -> Path:
@@ -422,6 +423,8 @@ class ControlPlane:
                 f"--tls-private-key-file={p / 'apiserver.key'}",
             ],
         }
+        # Logs objects tell kwok which file to serve as a pod's log (pods/log), as a kubelet would.
+        specs["kwok"].append("--enable-crds=Logs")
         if kwok_config is not None:
             specs["kwok"].append(f"--config={kwok_config}")
         for name, args in (extra_args or {}).items():
@@ -435,12 +438,21 @@ class ControlPlane:
         self._wait(lambda: _tcp_open(self.ports["etcd"]), "etcd")
         self.components["kube-apiserver"].start()
         self._wait(self._ready, "kube-apiserver", timeout=90)
+        self.kubectl("apply", "-f", str(KWOK_LOGS_CRD))
+        self._wait(self._logs_crd_established, "the kwok Logs CRD")
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             if name in self.components:
                 self.components[name].start()
         self._create_nodes()
         self._wait(self._nodes_ready, "kwok nodes Ready", timeout=60, needs=("kwok",))
         self.startup_seconds = time.monotonic() - began
+
+    def _logs_crd_established(self) -> bool:
+        out = self.kubectl(
+            "get", "crd", "logs.kwok.x-k8s.io", "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}', check=False,
+        )  # fmt: skip
+        return out.stdout == "True"
 
     def _ready(self) -> bool:
         try:
