@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.controlplane import ControlPlane
+from tests.support.operator import KWOK_HANDS_OFF
 from ti import contract
 
 
@@ -80,7 +81,14 @@ class Kubelet:
                 )
             time.sleep(0.3)
 
-    def _patch(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+    def _patch(self, pod: dict[str, Any], status: dict[str, Any], *, hands_off: bool = False) -> None:
+        if hands_off:
+            # An ended pod: kwok's own stages would otherwise write Running back over it. (A running pod
+            # stays kwok's, which also finalizes its graceful deletion, as a kubelet does.)
+            self.plane.kubectl(
+                "annotate", "pod", pod["metadata"]["name"], "-n", self.namespace, "--overwrite",
+                *[f"{k}={v}" for k, v in KWOK_HANDS_OFF.items()],
+            )  # fmt: skip
         self.plane.kubectl(
             "patch", "pod", pod["metadata"]["name"], "-n", self.namespace, "--subresource=status",
             "--type=merge", "-p", json.dumps({"status": status}),
@@ -117,6 +125,7 @@ class Kubelet:
                     _container(contract.UPLOAD_CONTAINER, _terminated(0, result)),
                 ],
             },
+            hands_off=True,
         )
 
     def log(self, pod: dict[str, Any], *lines: str) -> None:
