@@ -39,6 +39,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         catalog=load_catalog(),
         config=OperatorConfig.from_env(),
     )
+    # Handlers only enqueue; these threads reconcile, one job at a time each, bursts coalesced.
+    controller.start_workers(int(os.environ.get("TI_OPERATOR_WORKERS", "8")))
     controller.start_scheduler()
     memo["controller"] = controller
 
@@ -53,21 +55,24 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller is not None:
         controller.stop_scheduler()
+        controller.stop_workers()
 
 
+# Async and instant: each event's body is dropped at once, instead of waiting with every other event's
+# for a thread of kopf's executor (memory then grew with the backlog of events, not with the jobs).
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def job_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def job_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     controller: Controller = memo["controller"]
     if event.get("type") == "DELETED":
         controller.forget(namespace, name)
         return
     controller.watch(namespace, name)
-    controller.reconcile(namespace, name)
+    controller.enqueue(namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels={contract.LABEL_JOB: kopf.PRESENT})
-def pod_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo["controller"].reconcile(namespace, labels[contract.LABEL_JOB])
+async def pod_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].enqueue(namespace, labels[contract.LABEL_JOB])
 
 
 def _api_client() -> client.ApiClient:

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,7 +38,7 @@ JOBS_FAILED = Counter("ti_jobs_failed_total", "TFTrainingJobs that reached Faile
 JOBS_RESTARTED = Counter("ti_jobs_restarted_total", "Retries of all instances of a TFTrainingJob")
 RECONCILE_SECONDS = Histogram("ti_reconcile_duration_seconds", "Time of one reconcile of one job")
 COALESCED = Counter(
-    "ti_reconciles_coalesced_total", "Reconciles skipped: one for the same job was already waiting"
+    "ti_reconciles_coalesced_total", "Reconcile requests merged into one already queued for the same job"
 )
 
 Key = tuple[str, str]  # (namespace, job name)
@@ -62,8 +63,8 @@ class Controller:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
-    _waiting: set[Key] = field(default_factory=set)  # jobs with a reconcile waiting for their lock
     _scheduler: _Scheduler | None = None
+    _queue: _WorkQueue | None = None
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
@@ -72,20 +73,9 @@ class Controller:
     # -- entry points ----------------------------------------------------------------------------
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
-        """Bring one job one step closer to what its spec asks; returns the plan it applied, or None when
-        the job is gone or another call already waits to reconcile it."""
-        key = (namespace, name)
-        with self._locks_guard:
-            if key in self._waiting:
-                # That call has read nothing yet: it will see whatever this one was called for. Bursts of
-                # pod and job events cost one reconcile, as in client-go's work queues.
-                COALESCED.inc()
-                return None
-            self._waiting.add(key)
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock, RECONCILE_SECONDS.time():
-            with self._locks_guard:
-                self._waiting.discard(key)
+        """Bring one job one step closer to what its spec asks; returns the plan it applied (None when
+        the job is gone). Event handlers call `enqueue` instead, which coalesces and runs this."""
+        with self._lock((namespace, name)), RECONCILE_SECONDS.time():
             body = self._get_job(namespace, name)
             if body is None:
                 self.forget(namespace, name)
@@ -107,9 +97,38 @@ class Controller:
             self._scheduler.at(time.monotonic() + decided.requeue_after, (namespace, name))
         return decided
 
+    def enqueue(self, namespace: str, name: str) -> None:
+        """Ask for a reconcile of a job, from an event handler: returns at once. A job already queued is
+        queued once (its reconcile reads whatever changed since), and never runs twice at a time, as in
+        client-go's work queues. Without workers (`start_workers`) it reconciles in the caller."""
+        if self._queue is None:
+            self._requeued((namespace, name))
+        else:
+            self._queue.add((namespace, name))
+
+    def start_workers(self, count: int) -> None:
+        if self._queue is None:
+            self._queue = _WorkQueue()
+            for i in range(max(1, count)):
+                worker = threading.Thread(target=self._work, args=(self._queue,), name=f"ti-worker-{i}")
+                worker.daemon = True
+                worker.start()
+
+    def stop_workers(self) -> None:
+        if self._queue is not None:
+            self._queue.shut_down()
+            self._queue = None
+
+    def _work(self, queue: _WorkQueue) -> None:
+        while (key := queue.get()) is not None:
+            try:
+                self._requeued(key)
+            finally:
+                queue.done(key)
+
     def start_scheduler(self) -> None:
         if self._scheduler is None:
-            self._scheduler = _Scheduler(self._requeued)
+            self._scheduler = _Scheduler(lambda key: self.enqueue(*key))
             self._scheduler.start()
 
     def stop_scheduler(self) -> None:
@@ -257,6 +276,51 @@ class Controller:
             self.reconcile(*key)
         except Exception:  # the next event or resync tries again
             log.exception("reconcile of %s/%s failed", *key)
+
+
+class _WorkQueue:
+    """Job keys to reconcile: a key queued twice is queued once, and a key being reconciled is handed
+    out again only after `done`, if it was added meanwhile (its reconcile may have read too early)."""
+
+    def __init__(self) -> None:
+        self._order: deque[Key] = deque()
+        self._dirty: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._cond = threading.Condition()
+        self._shut = False
+
+    def add(self, key: Key) -> None:
+        with self._cond:
+            if key in self._dirty:
+                COALESCED.inc()
+                return
+            self._dirty.add(key)
+            if key not in self._processing:
+                self._order.append(key)
+                self._cond.notify()
+
+    def get(self) -> Key | None:
+        with self._cond:
+            while not self._order and not self._shut:
+                self._cond.wait()
+            if self._shut:
+                return None
+            key = self._order.popleft()
+            self._dirty.discard(key)
+            self._processing.add(key)
+            return key
+
+    def done(self, key: Key) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._order.append(key)
+                self._cond.notify()
+
+    def shut_down(self) -> None:
+        with self._cond:
+            self._shut = True
+            self._cond.notify_all()
 
 
 class _Scheduler(threading.Thread):
