@@ -30,6 +30,7 @@ from ti import contract
 from ti import status as st
 from ti.api import (
     CleanPodPolicy,
+    ConditionStatus,
     ConditionType,
     InstancePhase,
     Phase,
@@ -44,6 +45,10 @@ from ti.status import attempt_of, current_attempt, derive_status, read_pod, tran
 
 # How soon to look again while waiting for pods to go away (their deletion events also wake us).
 WAIT_SECONDS = 2.0
+# A retried attempt's pods are created this long after the retry was decided. Platform faults come in
+# bursts (a node going away, a preemption wave); and a node agent still finishing the old pods must not
+# meet new pods of the same names.
+RETRY_BACKOFF_SECONDS = 3.0
 
 # Why a job waits when the API server refuses its pods, and how soon creating them is tried again.
 FAILED_CREATE = "FailedCreate"
@@ -276,6 +281,10 @@ class _Decision:
                 return
             have = {_name(p) for p in current}
             missing = [p for p in rendered.pods if p["metadata"]["name"] not in have]
+            backoff = self.retry_backoff_left(attempt, current)
+            if missing and backoff > 0:
+                self.requeue.append(backoff)
+                return
             if missing:
                 if rendered.service is not None and service is None:
                     self.service = rendered.service
@@ -314,6 +323,16 @@ class _Decision:
             return
         if verdict.recheck_at is not None:
             self.requeue.append((verdict.recheck_at - self.now).total_seconds())
+
+    def retry_backoff_left(self, attempt: int, current: list[Mapping[str, Any]]) -> float:
+        """Seconds until a retried attempt's pods may be created (0 for a first attempt or once begun)."""
+        restarting = self.old.condition(ConditionType.RESTARTING)
+        if attempt == 0 or current or restarting is None or restarting.status != ConditionStatus.TRUE:
+            return 0.0
+        if restarting.last_transition_time is None:
+            return 0.0
+        elapsed = (self.now - restarting.last_transition_time).total_seconds()
+        return max(0.0, RETRY_BACKOFF_SECONDS - elapsed)
 
     def finished(self, mine: list[Mapping[str, Any]], old: TFTrainingJobStatus) -> None:
         if old.observed_generation != self.job.metadata.generation:

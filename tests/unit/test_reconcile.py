@@ -7,7 +7,7 @@ import pytest
 from ti import contract
 from ti.api import ConditionStatus, ConditionType, Phase, TFTrainingJob, status_body
 from ti.catalog import default_catalog
-from ti.reconcile import WAIT_SECONDS, Plan, merge_patch, plan
+from ti.reconcile import RETRY_BACKOFF_SECONDS, WAIT_SECONDS, Plan, merge_patch, plan
 from ti.render import OperatorConfig, render
 
 from .jobs import RUNNING, at, done, job, pod
@@ -312,7 +312,10 @@ def test_a_deleted_pod_is_recreated_and_counted() -> None:
     p = decide(j, [], 20)  # someone deleted the pod
     assert p.status is not None and p.status.restart_count == 1 and p.status.reason == "PodDeleted"
     j = after(j, p)
-    p = decide(j, [], 21)
+    early = decide(j, [], 21)  # within the retry backoff: nothing yet, but a look again when it ends
+    assert early.create_pods == [] and early.status_patch is None
+    assert early.requeue_after is not None and 0 < early.requeue_after <= RETRY_BACKOFF_SECONDS
+    p = decide(j, [], 20 + RETRY_BACKOFF_SECONDS)
     assert [m["metadata"]["labels"][contract.LABEL_GENERATION] for m in p.create_pods] == ["1"]
 
 
