@@ -51,7 +51,7 @@ WAIT_SECONDS = 2.0
 RETRY_BACKOFF_SECONDS = 3.0
 
 # Why a job waits when the API server refuses its pods, and how soon creating them is tried again.
-FAILED_CREATE = "FailedCreate"
+FAILED_CREATE = reasons.FAILED_CREATE
 REFUSED_RETRY_SECONDS = 10.0
 
 _CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED)

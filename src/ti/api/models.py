@@ -141,6 +141,7 @@ CONTAINER_CONFIG_ERROR = "ContainerConfigError"
 COMPLETED = "Completed"
 STOPPED = "Stopped"
 SUSPENDED = "Suspended"
+FAILED_CREATE = "FailedCreate"
 
 # What each reason means; docs/api.md prints this table.
 REASONS = {
@@ -163,6 +164,9 @@ REASONS = {
     COMPLETED: "Every worker finished with exit code 0 and the model was uploaded.",
     STOPPED: "Stopped on request (runPolicy.stop).",
     SUSPENDED: "Suspended on request (runPolicy.suspend); its pods are deleted.",
+    FAILED_CREATE: "The API server refused the job's pods (a missing ServiceAccount or PriorityClass, a "
+    "ResourceQuota, an admission rule). The job waits in Pending and retries; the Created condition "
+    "carries the server's message.",
 }
 
 # ---- spec ---------------------------------------------------------------------------------------------
