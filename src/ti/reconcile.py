@@ -57,6 +57,7 @@ REFUSED_RETRY_SECONDS = 10.0
 _CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED)
 _FREE_ALL_REASONS = (
     reasons.UNSCHEDULABLE,
+    reasons.FAILED_CREATE,
     reasons.MAX_RUN_EXCEEDED,
     reasons.INVALID_SPEC,
     reasons.BACKOFF_LIMIT_EXCEEDED,
@@ -138,10 +139,33 @@ def refused(job: TFTrainingJob, message: str, now: datetime, config: OperatorCon
     Refusals are the API server's or an admission plugin's (a ServiceAccount or PriorityClass that does
     not exist, a ResourceQuota, an invalid pod): the job stays Pending, so the next reconcile creates
     what is still missing; status says why (reason FailedCreate, the Created condition False with the
-    server's message) and a Warning Event is recorded once per distinct message.
+    server's message) and a Warning Event is recorded once per distinct message. Refused for longer than
+    runPolicy.schedulingTimeoutSeconds, the job fails (reason FailedCreate) and frees any pod it got, as
+    an unschedulable one does: every wait on it ends, with the server's reason.
     """
     old = job.status or TFTrainingJobStatus()
     generation = job.metadata.generation
+    was = old.condition(ConditionType.CREATED)
+    refused_since = (
+        was.last_transition_time
+        if old.reason == FAILED_CREATE and was is not None and was.status == ConditionStatus.FALSE
+        else None
+    )
+    timeout = job.spec.run_policy.scheduling_timeout_seconds
+    if refused_since is not None and (now - refused_since).total_seconds() >= timeout:
+        reason = (
+            f"the API server refused the pods for more than runPolicy.schedulingTimeoutSeconds "
+            f"({timeout}s): {message}"
+        )
+        failed = transition(
+            old, Phase.FAILED, reason=FAILED_CREATE, message=reason, now=now, generation=generation
+        )
+        return Plan(
+            status=failed,
+            status_patch=merge_patch(status_body(old), status_body(failed)),
+            events=[Event("Warning", "Failed", f"{FAILED_CREATE}: {reason}")],
+            requeue_after=WAIT_SECONDS,  # the next reconcile frees what was created
+        )
     new = transition(
         old, Phase.PENDING, reason=FAILED_CREATE, message=message, now=now, generation=generation
     )
@@ -154,7 +178,6 @@ def refused(job: TFTrainingJob, message: str, now: datetime, config: OperatorCon
         now=now,
         generation=generation,
     )
-    was = old.condition(ConditionType.CREATED)
     seen = old.reason == FAILED_CREATE and was is not None and was.message == message
     old_body = status_body(old) if job.status is not None else {}
     new_body = status_body(new)

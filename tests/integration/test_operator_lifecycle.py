@@ -450,3 +450,18 @@ def test_pods_the_api_server_refuses_are_reported_and_created_once_possible(
     assert status["restartCount"] == 0
     created = condition(status, "Created")
     assert created is not None and created["status"] == "True"
+
+
+def test_pods_refused_past_the_scheduling_timeout_fail_the_job(
+    control_plane: ControlPlane, namespace: str, start_operator
+) -> None:
+    # Every wait on a job must end: a ServiceAccount that never comes fails it after the timeout.
+    start_operator(**FAST)
+    manifest = job_manifest("never", role="missing-sa", runPolicy={"schedulingTimeoutSeconds": 3})
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+    status = eventually(phase_is(control_plane, namespace, "never", "Failed"), "phase Failed", timeout=60)
+    assert status["reason"] == "FailedCreate"
+    assert "schedulingTimeoutSeconds (3s)" in status["failureReason"]
+    assert 'serviceaccount "missing-sa" not found' in status["failureReason"]
+    assert pods(control_plane, namespace, "never") == []
+    assert "Failed" in event_reasons(control_plane, namespace, "never")

@@ -59,3 +59,33 @@ def test_a_refused_job_creates_its_pods_on_the_next_reconcile() -> None:
     assert nxt.status is not None and nxt.status.phase == Phase.STARTING
     created = nxt.status.condition(ConditionType.CREATED)
     assert created is not None and created.status == ConditionStatus.TRUE
+
+
+def test_refused_past_the_scheduling_timeout_the_job_fails_and_frees_its_pods() -> None:
+    j = job(runPolicy={"schedulingTimeoutSeconds": 60})
+    waiting = applied(j, refused(j, SA, at(0), CONFIG))
+    still = refused(waiting, SA, at(59), CONFIG)
+    assert still.status_patch is None and still.events == []
+
+    ended = refused(waiting, SA, at(60), CONFIG)
+    assert ended.status is not None and ended.status.phase == Phase.FAILED
+    assert ended.status.reason == FAILED_CREATE
+    assert ended.status.failure_reason is not None
+    assert (
+        "schedulingTimeoutSeconds (60s)" in ended.status.failure_reason and SA in ended.status.failure_reason
+    )
+    assert [e.reason for e in ended.events] == ["Failed"]
+
+    # A pod that did get created before the refusals holds resources: the next reconcile frees it.
+    failed = applied(waiting, ended)
+    created = plan(failed, [], None, at(61), default_catalog(), CONFIG)
+    live = {
+        "metadata": {
+            "name": "mnist-worker-0",
+            "labels": {"training.ti.io/job-name": "mnist", "training.ti.io/attempt": "0"},
+        },
+        "status": {"phase": "Running"},
+    }
+    cleaned = plan(failed, [live], None, at(61), default_catalog(), CONFIG)
+    assert created.create_pods == []
+    assert [d.name for d in cleaned.delete_pods] == ["mnist-worker-0"]

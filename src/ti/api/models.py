@@ -165,8 +165,8 @@ REASONS = {
     STOPPED: "Stopped on request (runPolicy.stop).",
     SUSPENDED: "Suspended on request (runPolicy.suspend); its pods are deleted.",
     FAILED_CREATE: "The API server refused the job's pods (a missing ServiceAccount or PriorityClass, a "
-    "ResourceQuota, an admission rule). The job waits in Pending and retries; the Created condition "
-    "carries the server's message.",
+    "ResourceQuota, an admission rule). The job waits in Pending and retries, the Created condition "
+    "carrying the server's message; past runPolicy.schedulingTimeoutSeconds it fails and frees its pods.",
 }
 
 # ---- spec ---------------------------------------------------------------------------------------------
