@@ -65,7 +65,12 @@ from kubernetes import client  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from tests.support import kwok_stages as ks  # noqa: E402
-from tests.support.controlplane import ControlPlane, free_port, running_control_plane  # noqa: E402
+from tests.support.controlplane import (  # noqa: E402
+    ControlPlane,
+    free_port,
+    kwok_node,
+    running_control_plane,
+)
 from ti.api import TFTrainingJob  # noqa: E402
 from ti.catalog import load_catalog  # noqa: E402
 from ti.render import OperatorConfig, render  # noqa: E402
@@ -189,19 +194,7 @@ AUDIT_POLICY = {
 
 def nodes(count: int) -> list[dict[str, Any]]:
     capacity = {"cpu": "100000", "memory": "1000Ti", "pods": "5000"}
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": f"kwok-bench-{i}",
-                "labels": {"kubernetes.io/hostname": f"kwok-bench-{i}", "type": "kwok"},
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-            },
-            "status": {"capacity": capacity, "allocatable": capacity},
-        }
-        for i in range(count)
-    ]
+    return [kwok_node(f"kwok-bench-{i}", capacity) for i in range(count)]
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.support import kwok_stages as ks
-from tests.support.controlplane import REPO, ControlPlane, running_control_plane
+from tests.support.controlplane import REPO, ControlPlane, kwok_node, running_control_plane
 from tests.support.operator import CRD_FILE, OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -72,19 +72,7 @@ def _stages() -> list[dict[str, Any]]:
 def _big_nodes(count: int) -> list[dict[str, Any]]:
     # 50 jobs of up to 3 CPU instances need more room than the plane's four nodes.
     capacity = {"cpu": "1000", "memory": "4Ti", "pods": "500"}
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": f"kwok-big-{i}",
-                "labels": {"kubernetes.io/hostname": f"kwok-big-{i}", "type": "kwok"},
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-            },
-            "status": {"capacity": capacity, "allocatable": capacity},
-        }
-        for i in range(count)
-    ]
+    return [kwok_node(f"kwok-big-{i}", capacity) for i in range(count)]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -156,6 +157,20 @@ def _write_pki(pki: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def kwok_node(name: str, capacity: dict[str, str], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Node that the plane's kwok runs (it manages nodes with the kwok annotation)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "type": "kwok", **(labels or {})},
+            "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+        },
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
 
 
 def write_kubeconfig(
@@ -476,24 +491,12 @@ class ControlPlane:
     def _create_nodes(self) -> None:
         nodes = []
         for i, gpu in ((0, False), (1, False), (0, True), (1, True)):
-            name = f"kwok-{'gpu' if gpu else 'cpu'}-{i}"
             capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
-            labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"}
+            labels = {"kubernetes.io/os": "linux"}
             if gpu:
                 capacity[GPU_RESOURCE] = "8"
                 labels[GPU_LABEL] = "true"
-            nodes.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Node",
-                    "metadata": {
-                        "name": name,
-                        "labels": labels,
-                        "annotations": {KWOK_NODE_ANNOTATION: "fake"},
-                    },
-                    "status": {"capacity": capacity, "allocatable": capacity},
-                }
-            )
+            nodes.append(kwok_node(f"kwok-{'gpu' if gpu else 'cpu'}-{i}", capacity, labels))
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
 
     def _nodes_ready(self) -> bool:
