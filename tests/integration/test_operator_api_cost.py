@@ -134,14 +134,22 @@ def test_one_two_instance_job_costs_its_pods_and_a_handful_of_writes(
     assert cost[("POST", "services")] == 1
     assert cost[("DELETE", "pods")] == 0  # cleanPodPolicy Running: succeeded pods are kept
     assert 2 <= cost[("PATCH", "tftrainingjobs/status")] <= 6
-    assert cost[("POST", "events")] == 2  # Created, Completed
+    # Core Events are also written by other components (a namespace being emptied, the node lifecycle
+    # controller), so the server's count is a bound; the operator's own are read back exactly.
+    ours = [
+        e.reason
+        for e in core.list_namespaced_event(namespace).items
+        if e.reporting_component == "ti-operator" and e.involved_object.name == "cost"
+    ]
+    assert sorted(ours) == ["Completed", "Created"]
+    assert cost[("POST", "events")] >= len(ours)
     assert cost[("PATCH", "tftrainingjobs")] == 0  # no finalizer, no kopf annotations
     assert cost[("PUT", "tftrainingjobs")] == 0
-    operator_writes = sum(
+    operator_writes = len(ours) + sum(
         n
         for (verb, res), n in cost.items()
         if verb in ("POST", "PATCH", "PUT", "DELETE")
-        and res in ("pods", "services", "tftrainingjobs", "tftrainingjobs/status", "events")
+        and res in ("pods", "services", "tftrainingjobs", "tftrainingjobs/status")
     )
     assert operator_writes <= 2 + 1 + 6 + 2
     # The operator's reads: one job GET, one pod LIST and one Service GET per reconcile; a reconcile
