@@ -43,3 +43,20 @@ def write_source(root: Path) -> Path:
     (code / "train.py").write_text("print('training')\n")
     (code / "util.py").write_text("X = 1\n")
     return code
+
+
+def seed_args(**overrides: Any) -> dict[str, Any]:
+    """The seed's constructor call, with a real bucket."""
+    args: dict[str, Any] = {
+        "role": "default",
+        "train_instance_count": 1,
+        "train_instance_type": "ML.GN8.3XLARGE112",
+        "py_version": "py3",
+        "script_mode": True,
+        "framework_version": "1.14.0",
+        "entry_point": "train.py",
+        "output_path": f"{COS}/path",
+        "source_dir": "gpu/code",
+    }
+    args.update(overrides)
+    return args

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.sdk_support import COS, RecordingSession, write_source
+from tests.unit.sdk_support import COS, RecordingSession, seed_args, write_source
 from ti.api import TFTrainingJob
 from ti.arguments import ArgumentError
 from ti.catalog import load_catalog
@@ -27,17 +27,7 @@ pytestmark = pytest.mark.unit
 
 CATALOG = load_catalog()
 
-SEED: dict[str, Any] = {
-    "role": "default",
-    "train_instance_count": 1,
-    "train_instance_type": "ML.GN8.3XLARGE112",
-    "py_version": "py3",
-    "script_mode": True,
-    "framework_version": "1.14.0",
-    "entry_point": "train.py",
-    "output_path": f"{COS}/path",
-    "source_dir": "gpu/code",
-}
+SEED: dict[str, Any] = seed_args()
 
 junk = st.one_of(
     st.none(),

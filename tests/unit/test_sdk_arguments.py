@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.sdk_support import COS, RecordingSession, write_source
+from tests.unit.sdk_support import COS, RecordingSession, seed_args, write_source
 from ti.arguments import ArgumentError
 from ti.tensorflow import TensorFlow
 
@@ -20,23 +20,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_source(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def seed_args(**overrides: Any) -> dict[str, Any]:
-    """The seed's constructor call, with a real bucket."""
-    args: dict[str, Any] = {
-        "role": "default",
-        "train_instance_count": 1,
-        "train_instance_type": "ML.GN8.3XLARGE112",
-        "py_version": "py3",
-        "script_mode": True,
-        "framework_version": "1.14.0",
-        "entry_point": "train.py",
-        "output_path": f"{COS}/path",
-        "source_dir": "gpu/code",
-    }
-    args.update(overrides)
-    return args
 
 
 CONSTRUCTION: list[tuple[dict[str, Any], str, str]] = [
