@@ -73,7 +73,8 @@ from tests.support.controlplane import (  # noqa: E402
 )
 from ti.api import TFTrainingJob  # noqa: E402
 from ti.catalog import load_catalog  # noqa: E402
-from ti.render import OperatorConfig, render  # noqa: E402
+from ti.operator.render import render  # noqa: E402
+from ti.operator.settings import OperatorConfig  # noqa: E402
 
 TRAINING_OPERATOR_MODULE = "github.com/kubeflow/training-operator"
 TRAINING_OPERATOR_VERSION = "v1.8.1"

@@ -1,13 +1,14 @@
 """kopf entry file: `kopf run operator/handlers.py`. Registration only; the logic lives in `ti`.
 
 Every job event and every event of a job's pods leads to the same idempotent
-`ti.controller.Controller.reconcile`; the controller's own scheduler handles requeues and drift.
+`ti.operator.controller.Controller.reconcile`; the controller's own scheduler handles requeues and drift.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -15,11 +16,12 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from prometheus_client import start_http_server
 
-from ti import contract, ratelimit
+from ti import contract
 from ti.api import PLURAL
 from ti.catalog import load_catalog
-from ti.controller import GROUP, VERSION, Controller
-from ti.render import OperatorConfig
+from ti.operator import ratelimit
+from ti.operator.controller import GROUP, VERSION, Controller
+from ti.operator.settings import OperatorConfig
 
 METRICS_PORT_ENV = "TI_OPERATOR_METRICS_PORT"
 
@@ -61,8 +63,9 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
 # Async and instant: each event's body is dropped at once, instead of waiting with every other event's
 # for a thread of kopf's executor (memory then grew with the backlog of events, not with the jobs).
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def job_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def job_changed(event: kopf.RawEvent, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     controller: Controller = memo["controller"]
+    namespace = namespace or ""
     if event.get("type") == "DELETED":
         controller.forget(namespace, name)
         return
@@ -71,8 +74,8 @@ async def job_changed(event: dict[str, Any], name: str, namespace: str, memo: ko
 
 
 @kopf.on.event("", "v1", "pods", labels={contract.LABEL_JOB: kopf.PRESENT})
-async def pod_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo["controller"].enqueue(namespace, labels[contract.LABEL_JOB])
+async def pod_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+    memo["controller"].enqueue(namespace or "", labels[contract.LABEL_JOB])
 
 
 def _api_client() -> client.ApiClient:

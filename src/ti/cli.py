@@ -181,7 +181,7 @@ def cmd_run(args: argparse.Namespace, session: Session) -> int:
         print(f"ti run: {args.filename} is not a valid TFTrainingJob: {err}", file=sys.stderr)
         return EXIT_USAGE
     if args.local:
-        from ti.localjob import LocalTrainingJob, prepare_manifest
+        from ti.local.job import LocalTrainingJob, prepare_manifest
 
         job = prepare_manifest(job, session)
         local = LocalTrainingJob.start(

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ti import arguments, contract, naming, sourcedir
+from ti import contract
+from ti._sdk import arguments, naming, sourcedir
 from ti.api import Distribution, DistributionType, ObjectMeta, TFTrainingJob, TFTrainingJobSpec
 from ti.catalog import Catalog, load_catalog
 from ti.job import TrainingJob
@@ -157,7 +158,7 @@ class Estimator:
         source_uri = self._upload_source(name)
         job = self._job(name, channels, source_uri)
         if self.local:
-            from ti.localjob import LocalTrainingJob
+            from ti.local.job import LocalTrainingJob
 
             self.latest_training_job = LocalTrainingJob.start(job, self.catalog, self.session)
         else:
@@ -176,7 +177,7 @@ class Estimator:
             return self.source_dir  # an uploaded sourcedir.tar.gz
         assert self.output_path is not None
         uri = contract.source_uri(self.output_path, name)
-        from ti.progress import transfer_bar
+        from ti._sdk.progress import transfer_bar
 
         with tempfile.TemporaryDirectory(prefix="ti-source-") as tmp:
             archive = sourcedir.pack(

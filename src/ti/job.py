@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from ti import contract
+from ti._sdk.logs import JobLogs, LogPrinter, print_logs
 from ti.api import Phase
-from ti.logs import JobLogs, LogPrinter, print_logs
 from ti.session import Session, SessionError
 
 FINISHED = {Phase.COMPLETED.value, Phase.FAILED.value, Phase.STOPPED.value}
@@ -221,7 +221,7 @@ class TrainingJob:
 
     def tensorboard(self, out: TextIO | None = None) -> Any:
         """Start TensorBoard on a local copy of the job's event files, kept in sync; print its URL."""
-        from ti.tensorboard import TensorBoard
+        from ti._sdk.tensorboard import TensorBoard
 
         body = self.describe()
         self.board = TensorBoard.for_job(body, self.session, out=out).start()

@@ -19,7 +19,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.operator import Kubelet, OperatorProcess
 from ti import contract
 from ti.catalog import load_catalog
-from ti.render import OperatorConfig
+from ti.operator.settings import OperatorConfig
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,9 @@ import pytest
 from ti import contract
 from ti.api import TFTrainingJob
 from ti.catalog import default_catalog
-from ti.local import InstanceResult, run_pods
-from ti.render import OperatorConfig, render
+from ti.local.runner import InstanceResult, run_pods
+from ti.operator.render import render
+from ti.operator.settings import OperatorConfig
 from ti.storage import CosSettings, CosStore, pack_dir
 
 from ..support.objectstore import LoopbackObjectStore

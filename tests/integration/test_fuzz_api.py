@@ -30,7 +30,8 @@ from pydantic import ValidationError
 from tests.support.controlplane import ControlPlane
 from ti.api import TFTrainingJob
 from ti.catalog import CatalogError, load_catalog
-from ti.render import OperatorConfig, render
+from ti.operator.render import render
+from ti.operator.settings import OperatorConfig
 
 pytestmark = pytest.mark.integration
 

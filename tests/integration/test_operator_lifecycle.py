@@ -141,12 +141,13 @@ def test_an_operator_that_died_before_writing_status_converges_without_duplicate
     """The window between creating pods and recording them in status.
 
     killed: the operator is SIGKILLed as soon as the pods appear and the status it may have written is
-    cleared. rendered: the pods are made by ti.render for the job's uid, exactly as the operator would,
+    cleared. rendered: the pods are made by ti.operator.render for the job's uid, exactly as the operator would,
     and the operator has never run. Either way a fresh operator must adopt the pods, not add any.
     """
     from ti.api import TFTrainingJob
     from ti.catalog import load_catalog
-    from ti.render import OperatorConfig, render
+    from ti.operator.render import render
+    from ti.operator.settings import OperatorConfig
 
     manifest = job_manifest("crash", instanceCount=2)
     if how == "killed":

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ti.controller import _Scheduler
+from ti.operator.workqueue import Scheduler
 
 pytestmark = pytest.mark.unit
 
@@ -26,15 +26,15 @@ class Calls:
 
 
 @pytest.fixture
-def calls() -> Iterator[tuple[_Scheduler, Calls]]:
+def calls() -> Iterator[tuple[Scheduler, Calls]]:
     recorded = Calls()
-    scheduler = _Scheduler(recorded)
+    scheduler = Scheduler(recorded)
     yield scheduler, recorded
     scheduler.stop()
     scheduler.join(5)
 
 
-def test_a_name_deleted_and_recreated_keeps_a_single_resync(calls: tuple[_Scheduler, Calls]) -> None:
+def test_a_name_deleted_and_recreated_keeps_a_single_resync(calls: tuple[Scheduler, Calls]) -> None:
     scheduler, recorded = calls
     now = time.monotonic()
     scheduler.resync(KEY, now, 3600)
@@ -50,7 +50,7 @@ def test_a_name_deleted_and_recreated_keeps_a_single_resync(calls: tuple[_Schedu
     assert sum(1 for *_, key, chain in scheduler._heap if key == KEY and chain) == 1
 
 
-def test_a_dropped_job_is_not_resynced(calls: tuple[_Scheduler, Calls]) -> None:
+def test_a_dropped_job_is_not_resynced(calls: tuple[Scheduler, Calls]) -> None:
     scheduler, recorded = calls
     now = time.monotonic()
     scheduler.resync(KEY, now, 3600)
@@ -61,7 +61,7 @@ def test_a_dropped_job_is_not_resynced(calls: tuple[_Scheduler, Calls]) -> None:
     assert recorded.keys == [("team-a", "marker")]
 
 
-def test_one_shot_requeues_due_together_run_once(calls: tuple[_Scheduler, Calls]) -> None:
+def test_one_shot_requeues_due_together_run_once(calls: tuple[Scheduler, Calls]) -> None:
     scheduler, recorded = calls
     now = time.monotonic()
     for _ in range(3):

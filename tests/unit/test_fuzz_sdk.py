@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.sdk_support import COS, RecordingSession, seed_args, write_source
+from ti._sdk.arguments import ArgumentError
 from ti.api import TFTrainingJob
-from ti.arguments import ArgumentError
 from ti.catalog import load_catalog
 from ti.tensorflow import TensorFlow
 

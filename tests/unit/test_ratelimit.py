@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ti.ratelimit import TokenBucket, from_env, limit
+from ti.operator.ratelimit import TokenBucket, from_env, limit
 
 pytestmark = pytest.mark.unit
 

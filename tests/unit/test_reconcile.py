@@ -7,8 +7,9 @@ import pytest
 from ti import contract
 from ti.api import ConditionStatus, ConditionType, Phase, TFTrainingJob, status_body
 from ti.catalog import default_catalog
-from ti.reconcile import RETRY_BACKOFF_SECONDS, WAIT_SECONDS, Plan, merge_patch, plan
-from ti.render import OperatorConfig, render
+from ti.operator.reconcile import RETRY_BACKOFF_SECONDS, WAIT_SECONDS, Plan, merge_patch, plan
+from ti.operator.render import render
+from ti.operator.settings import OperatorConfig
 
 from .jobs import RUNNING, at, done, job, pod
 

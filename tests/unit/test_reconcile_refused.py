@@ -6,8 +6,8 @@ import pytest
 
 from ti.api import ConditionStatus, ConditionType, Phase, TFTrainingJob, status_body
 from ti.catalog import default_catalog
-from ti.reconcile import FAILED_CREATE, REFUSED_RETRY_SECONDS, Plan, plan, refused
-from ti.render import OperatorConfig
+from ti.operator.reconcile import FAILED_CREATE, REFUSED_RETRY_SECONDS, Plan, plan, refused
+from ti.operator.settings import OperatorConfig
 
 from .jobs import at, job
 

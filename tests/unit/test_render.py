@@ -8,7 +8,8 @@ import pytest
 from ti import contract
 from ti.api import TFTrainingJob
 from ti.catalog import CatalogError, default_catalog
-from ti.render import TF_PORT, OperatorConfig, render, tf_config
+from ti.operator.render import TF_PORT, render, tf_config
+from ti.operator.settings import OperatorConfig
 
 from .jobs import at, job
 

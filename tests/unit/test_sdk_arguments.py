@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.unit.sdk_support import COS, RecordingSession, seed_args, write_source
-from ti.arguments import ArgumentError
+from ti._sdk.arguments import ArgumentError
 from ti.tensorflow import TensorFlow
 
 pytestmark = pytest.mark.unit

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from ti._sdk.tensorboard import TensorBoard
 from ti.job import TrainingJob, TrainingJobFailed
 from ti.session import Session
-from ti.tensorboard import TensorBoard
 
 pytestmark = pytest.mark.unit
 

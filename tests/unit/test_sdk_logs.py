@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ti import contract
-from ti.logs import JobLogs, LogPrinter, matches
+from ti._sdk.logs import JobLogs, LogPrinter, matches
 from ti.session import Session
 
 pytestmark = pytest.mark.unit

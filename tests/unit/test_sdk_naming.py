@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from ti._sdk.naming import base_name_from_image, default_job_name, invalid_job_name, sanitize
 from ti.api.models import JOB_NAME_MAX_LENGTH, JOB_NAME_PATTERN
-from ti.naming import base_name_from_image, default_job_name, invalid_job_name, sanitize
 
 pytestmark = pytest.mark.unit
 

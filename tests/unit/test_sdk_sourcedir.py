@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ti.sourcedir import members, pack
+from ti._sdk.sourcedir import members, pack
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import pytest
 from ti import contract
 from ti.api import ConditionStatus, ConditionType, InstancePhase, Phase, TFTrainingJobStatus
 from ti.api.models import REASONS
-from ti.status import (
+from ti.operator.status import (
     Outcome,
     derive_status,
     judge,
@@ -156,6 +156,14 @@ POD_TABLE: list[tuple[str, dict[str, Any], InstancePhase, Outcome, str | None]] 
             "main": done(0),
             "upload": done(1, "UploadFailed: x"),
         },
+        InstancePhase.FAILED,
+        Outcome.UPLOAD_FAILED,
+        "UploadFailed",
+    ),
+    (
+        # Once a crash: the message was read from a name this path never set (issue 10).
+        "upload exit 127, command not found",
+        {**SCHEDULED, "phase": "Failed", "fetch": done(0), "main": done(0), "upload": done(127)},
         InstancePhase.FAILED,
         Outcome.UPLOAD_FAILED,
         "UploadFailed",

@@ -120,7 +120,7 @@ frameworks:
 
 {{/*
 ti-operator.config is config.yaml: the operator's whole configuration (TI_OPERATOR_CONFIG), the
-catalog included. The settings are also passed as the TI_* variables that ti.render.OperatorConfig
+catalog included. The settings are also passed as the TI_* variables that ti.operator.render.OperatorConfig
 reads (see deployment.yaml), from the same values.
 */}}
 {{- define "ti-operator.config" -}}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any, ClassVar
 
-from ti import arguments
+from ti._sdk import arguments
 from ti.api import Distribution, TFTrainingJob
 from ti.estimator import Estimator, distributions_from
 from ti.session import Session

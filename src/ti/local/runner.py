@@ -1,6 +1,6 @@
 """Local mode: run rendered training pods as plain processes, no cluster and no Docker.
 
-The pods are the renderer's (`ti.render.render(...).pods`), so local mode runs exactly the commands
+The pods are the renderer's (`ti.operator.render.render(...).pods`), so local mode runs exactly the commands
 and environment the cluster would. Per pod a work directory stands in for the /opt/ml volume; the
 fetch container runs first, then the main and upload containers together, as in a pod. Images are
 ignored: this machine's Python runs the script.

@@ -14,13 +14,15 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ti import contract, sourcedir
+from ti import contract
+from ti._sdk import sourcedir
+from ti._sdk.logs import LogPrinter
 from ti.api import Phase, TFTrainingJob
 from ti.catalog import Catalog, load_catalog
 from ti.job import TrainingJobFailed, TrainingJobStopped
-from ti.local import InstanceResult, LocalRunner
-from ti.logs import LogPrinter
-from ti.render import OperatorConfig, render
+from ti.local.runner import InstanceResult, LocalRunner
+from ti.operator.render import render
+from ti.operator.settings import OperatorConfig
 from ti.session import Session
 
 WORKDIR_ENV = "TI_LOCAL_WORKDIR"
@@ -204,7 +206,7 @@ class LocalTrainingJob:
 
     def tensorboard(self, out: TextIO | None = None) -> Any:
         """TensorBoard on the instances' work directories (event files are read where they are)."""
-        from ti.tensorboard import TensorBoard
+        from ti._sdk.tensorboard import TensorBoard
 
         self.board = TensorBoard(self.workdir, out=out).start()
         return self.board

@@ -27,7 +27,6 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ti import contract
-from ti import status as st
 from ti.api import (
     CleanPodPolicy,
     ConditionStatus,
@@ -40,8 +39,10 @@ from ti.api import (
 )
 from ti.api import models as reasons
 from ti.catalog import Catalog, CatalogError
-from ti.render import OperatorConfig, render
-from ti.status import attempt_of, current_attempt, derive_status, read_pod, transition
+from ti.operator import status as st
+from ti.operator.render import render
+from ti.operator.settings import OperatorConfig
+from ti.operator.status import attempt_of, current_attempt, derive_status, read_pod, transition
 
 # How soon to look again while waiting for pods to go away (their deletion events also wake us).
 WAIT_SECONDS = 2.0

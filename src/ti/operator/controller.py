@@ -1,5 +1,5 @@
-"""The operator's I/O: read a job and its pods fresh from the API server, ask `ti.reconcile.plan` what to
-do, apply it. kopf's handlers in operator/handlers.py only call `Controller.reconcile`.
+"""The operator's I/O: read a job and its pods fresh from the API server, ask
+`ti.operator.reconcile.plan` what to do, apply it. kopf's handlers in operator/handlers.py only call `Controller.reconcile`.
 
 Requeues (a scheduling deadline, pods still terminating, a TTL) run from one scheduler thread instead
 of kopf timers: timers would put a finalizer on every job, two more writes per job for nothing.
@@ -7,12 +7,10 @@ of kopf timers: timers would put a finalizer on every job, two more writes per j
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,28 +18,19 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from ti import contract
 from ti.api import API_VERSION, KIND, PLURAL, ObjectMeta, TFTrainingJob
 from ti.catalog import Catalog
-from ti.reconcile import Event, Plan, describe, plan, refused, unparsable
-from ti.render import OperatorConfig
+from ti.operator.metrics import JOBS_CREATED, JOBS_FAILED, JOBS_RESTARTED, JOBS_SUCCEEDED, RECONCILE_SECONDS
+from ti.operator.reconcile import Event, Plan, describe, plan, refused, unparsable
+from ti.operator.settings import OperatorConfig
+from ti.operator.workqueue import Key, Scheduler, WorkQueue
 
 GROUP, VERSION = API_VERSION.split("/")
-log = logging.getLogger("ti.controller")
+log = logging.getLogger("ti.operator.controller")
 
-JOBS_CREATED = Counter("ti_jobs_created_total", "TFTrainingJobs whose pods were first created")
-JOBS_SUCCEEDED = Counter("ti_jobs_succeeded_total", "TFTrainingJobs that reached Completed")
-JOBS_FAILED = Counter("ti_jobs_failed_total", "TFTrainingJobs that reached Failed", ["reason"])
-JOBS_RESTARTED = Counter("ti_jobs_restarted_total", "Retries of all instances of a TFTrainingJob")
-RECONCILE_SECONDS = Histogram("ti_reconcile_duration_seconds", "Time of one reconcile of one job")
-COALESCED = Counter(
-    "ti_reconciles_coalesced_total", "Reconcile requests merged into one already queued for the same job"
-)
-
-Key = tuple[str, str]  # (namespace, job name)
 # Creations the API server refuses for good until something changes (admission, quota, validation).
 _REFUSED = (400, 403, 422)
 
@@ -63,8 +52,8 @@ class Controller:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
-    _scheduler: _Scheduler | None = None
-    _queue: _WorkQueue | None = None
+    _scheduler: Scheduler | None = None
+    _queue: WorkQueue | None = None
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
@@ -108,7 +97,7 @@ class Controller:
 
     def start_workers(self, count: int) -> None:
         if self._queue is None:
-            self._queue = _WorkQueue()
+            self._queue = WorkQueue()
             for i in range(max(1, count)):
                 worker = threading.Thread(target=self._work, args=(self._queue,), name=f"ti-worker-{i}")
                 worker.daemon = True
@@ -119,7 +108,7 @@ class Controller:
             self._queue.shut_down()
             self._queue = None
 
-    def _work(self, queue: _WorkQueue) -> None:
+    def _work(self, queue: WorkQueue) -> None:
         while (key := queue.get()) is not None:
             try:
                 self._requeued(key)
@@ -128,7 +117,7 @@ class Controller:
 
     def start_scheduler(self) -> None:
         if self._scheduler is None:
-            self._scheduler = _Scheduler(lambda key: self.enqueue(*key))
+            self._scheduler = Scheduler(lambda key: self.enqueue(*key))
             self._scheduler.start()
 
     def stop_scheduler(self) -> None:
@@ -276,115 +265,3 @@ class Controller:
             self.reconcile(*key)
         except Exception:  # the next event or resync tries again
             log.exception("reconcile of %s/%s failed", *key)
-
-
-class _WorkQueue:
-    """Job keys to reconcile: a key queued twice is queued once, and a key being reconciled is handed
-    out again only after `done`, if it was added meanwhile (its reconcile may have read too early)."""
-
-    def __init__(self) -> None:
-        self._order: deque[Key] = deque()
-        self._dirty: set[Key] = set()
-        self._processing: set[Key] = set()
-        self._cond = threading.Condition()
-        self._shut = False
-
-    def add(self, key: Key) -> None:
-        with self._cond:
-            if key in self._dirty:
-                COALESCED.inc()
-                return
-            self._dirty.add(key)
-            if key not in self._processing:
-                self._order.append(key)
-                self._cond.notify()
-
-    def get(self) -> Key | None:
-        with self._cond:
-            while not self._order and not self._shut:
-                self._cond.wait()
-            if self._shut:
-                return None
-            key = self._order.popleft()
-            self._dirty.discard(key)
-            self._processing.add(key)
-            return key
-
-    def done(self, key: Key) -> None:
-        with self._cond:
-            self._processing.discard(key)
-            if key in self._dirty:
-                self._order.append(key)
-                self._cond.notify()
-
-    def shut_down(self) -> None:
-        with self._cond:
-            self._shut = True
-            self._cond.notify_all()
-
-
-class _Scheduler(threading.Thread):
-    """Calls back each job at its due time: one-shot requeues and a periodic resync per known job.
-
-    Each periodic resync is a chain of heap entries carrying the chain's number. Dropping a job ends its
-    chain; a job re-created under the same name starts a new one, and entries of the old chain still in
-    the heap are skipped, so a name deleted and re-created never gets two resyncs per period.
-    """
-
-    def __init__(self, callback: Callable[[Key], None]) -> None:
-        super().__init__(name="ti-requeue", daemon=True)
-        self._callback = callback
-        self._heap: list[tuple[float, int, Key, int]] = []  # (due, seq, job, chain; 0 = one-shot)
-        self._periods: dict[Key, tuple[float, int]] = {}  # job -> (period, its chain)
-        self._seq = 0
-        self._cond = threading.Condition()
-        self._stopped = False
-
-    def at(self, when: float, key: Key, chain: int = 0) -> None:
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._heap, (when, self._seq, key, chain))
-            self._cond.notify()
-
-    def resync(self, key: Key, first: float, period: float) -> None:
-        with self._cond:
-            if key in self._periods:
-                return
-            self._seq += 1
-            chain = self._seq
-            self._periods[key] = (period, chain)
-        self.at(first, key, chain)
-
-    def drop(self, key: Key) -> None:
-        with self._cond:
-            self._periods.pop(key, None)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-
-    def _current(self, key: Key, chain: int) -> float | None:
-        # The period of `chain` if it is still the job's resync chain (call with the lock held).
-        period, current = self._periods.get(key, (0.0, 0))
-        return period if chain and current == chain else None
-
-    def run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(timeout)
-                if self._stopped:
-                    return
-                _, _, key, chain = heapq.heappop(self._heap)
-                period = self._current(key, chain)
-                if chain and period is None:
-                    continue  # the job is gone, or this chain was replaced by a newer one
-                # Other one-shot calls for the same job that are already due: one reconcile serves all.
-                now = time.monotonic()
-                self._heap = [e for e in self._heap if e[3] or e[2] != key or e[0] > now]
-                heapq.heapify(self._heap)
-            self._callback(key)
-            if period is not None:
-                self.at(time.monotonic() + period, key, chain)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ti import contract
+from ti._sdk.naming import MAX_BASE_LENGTH, invalid_job_name, sanitize
 from ti.api import Distribution, DistributionType, MetricDefinition
 from ti.api.models import MAX_INSTANCES
 from ti.catalog import Catalog, InstanceType
-from ti.naming import MAX_BASE_LENGTH, invalid_job_name, sanitize
 from ti.storage.errors import InvalidURIError
 from ti.storage.uri import parse_uri
 

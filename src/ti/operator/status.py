@@ -242,7 +242,7 @@ def read_pod(pod: Mapping[str, Any]) -> PodReport:
             InstancePhase.FAILED,
             Outcome.UPLOAD_FAILED,
             reason=UPLOAD_FAILED,
-            message=text or f"the upload step exited with code {code}",
+            message=said or f"the upload step exited with code {code}",
         )
     if pod_phase == "Failed":
         return report(
@@ -560,7 +560,7 @@ def derive_status(
     """The status the pods of the current attempt imply, once that attempt's pods were created.
 
     A retry verdict comes back as phase Pending with restartCount + 1 and the Restarting condition
-    True; the caller (ti.reconcile) deletes the old pods and creates the next attempt's.
+    True; the caller (ti.operator.reconcile) deletes the old pods and creates the next attempt's.
     """
     old = job.status or TFTrainingJobStatus()
     generation = job.metadata.generation
