@@ -7,7 +7,6 @@ Every job event and every event of a job's pods leads to the same idempotent
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,12 +17,10 @@ from prometheus_client import start_http_server
 
 from ti import contract
 from ti.api import PLURAL
-from ti.catalog import load_catalog
+from ti.catalog import CatalogError, load_catalog
 from ti.operator import ratelimit
 from ti.operator.controller import GROUP, VERSION, Controller
-from ti.operator.settings import OperatorConfig
-
-METRICS_PORT_ENV = "TI_OPERATOR_METRICS_PORT"
+from ti.operator.settings import Settings, SettingsError
 
 
 @kopf.on.startup()
@@ -33,22 +30,24 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     # The controller records the Events a user needs; kopf's per-handler events would only add writes.
     settings.posting.enabled = False
-    settings.execution.max_workers = int(os.environ.get("TI_OPERATOR_WORKERS", "8"))
+    try:
+        ours = Settings.from_env()
+        catalog = load_catalog(ours.catalog_file)
+    except (SettingsError, CatalogError) as err:
+        # Permanent: kopf stops at once with this message instead of retrying a typo forever.
+        raise kopf.PermanentError(str(err)) from None
+    settings.execution.max_workers = ours.workers
     settings.watching.server_timeout = 300
 
-    controller = Controller(
-        api=_api_client(),
-        catalog=load_catalog(),
-        config=OperatorConfig.from_env(),
-    )
+    api = ratelimit.limit(_api_client(), ratelimit.bucket(ours.qps, ours.client_burst))
+    controller = Controller(api=api, catalog=catalog, config=ours.config)
     # Handlers only enqueue; these threads reconcile, one job at a time each, bursts coalesced.
-    controller.start_workers(int(os.environ.get("TI_OPERATOR_WORKERS", "8")))
+    controller.start_workers(ours.workers)
     controller.start_scheduler()
     memo["controller"] = controller
 
-    port = int(os.environ.get(METRICS_PORT_ENV, "9090"))
-    if port and not memo.get("metrics_started"):
-        start_http_server(port)
+    if ours.metrics_port and not memo.get("metrics_started"):
+        start_http_server(ours.metrics_port)
         memo["metrics_started"] = True
 
 
@@ -84,8 +83,7 @@ def _api_client() -> client.ApiClient:
         api = client.ApiClient()
     except kube_config.ConfigException:
         api = kube_config.new_client_from_config()
-    # TI_OPERATOR_QPS / TI_OPERATOR_BURST: a client-side rate limit, off unless set.
-    return ratelimit.limit(api, ratelimit.from_env())
+    return api
 
 
 logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)

@@ -6,6 +6,7 @@ Configuration lives on the estimator and is checked when it is built; all I/O go
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 from ti import contract
 from ti._sdk import arguments, naming, sourcedir
 from ti.api import Distribution, DistributionType, ObjectMeta, TFTrainingJob, TFTrainingJobSpec
-from ti.catalog import Catalog, load_catalog
+from ti.catalog import CATALOG_FILE_ENV, Catalog, load_catalog
 from ti.job import TrainingJob
 from ti.session import Session
 
@@ -63,7 +64,7 @@ class Estimator:
         session: Session | None = None,
     ) -> None:
         self.session = session if session is not None else Session()
-        self.catalog: Catalog = load_catalog()
+        self.catalog: Catalog = load_catalog(os.environ.get(CATALOG_FILE_ENV))
         self.role = arguments.role(role)
         self.train_instance_count = arguments.instance_count(train_instance_count)
         instance = arguments.instance_type(train_instance_type, self.catalog)
@@ -216,7 +217,7 @@ class Estimator:
     def _restore(self, job: TFTrainingJob, session: Session) -> None:
         spec = job.spec
         self.session = session
-        self.catalog = load_catalog()
+        self.catalog = load_catalog(os.environ.get(CATALOG_FILE_ENV))
         self.role = spec.role
         self.train_instance_count = spec.instance_count
         self.train_instance_type = spec.instance_type

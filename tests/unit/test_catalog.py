@@ -94,8 +94,10 @@ def test_file_overlays_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "frameworks:\n  '2.15':\n    cpu: my/tf:2.15\n    gpu: my/tf:2.15-gpu\n"
         "toolkitImage: my/toolkit:1\n"
     )
+    # The path comes from the caller (the operator's settings, the SDK): the module reads no environment.
     monkeypatch.setenv(CATALOG_FILE_ENV, str(f))
-    catalog = load_catalog()
+    assert load_catalog() == default_catalog()
+    catalog = load_catalog(f)
     assert catalog.instance_type("GPU.A100").node_selector == {"gpu": "a100"}
     large = catalog.instance_type("TI.S.LARGE.POST")
     assert (large.cpu_quantity, large.num_cpus) == ("3500m", 4)

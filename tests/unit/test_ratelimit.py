@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from ti.operator.ratelimit import TokenBucket, from_env, limit
+from ti.operator.ratelimit import TokenBucket, bucket, limit
+from ti.operator.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +43,12 @@ def test_tokens_refill_up_to_the_burst_only() -> None:
     assert [bucket.acquire() for _ in range(6)] == [0.0] * 5 + [pytest.approx(0.1)]
 
 
-def test_from_env() -> None:
+def from_env(env: dict[str, str]) -> TokenBucket | None:
+    settings = Settings.from_env(env)
+    return bucket(settings.qps, settings.client_burst)
+
+
+def test_bucket_of_the_settings() -> None:
     assert from_env({}) is None
     assert from_env({"TI_OPERATOR_QPS": "0"}) is None
     b = from_env({"TI_OPERATOR_QPS": "20", "TI_OPERATOR_BURST": "30"})

@@ -1,7 +1,8 @@
 """Instance types and framework images: what `instanceType` and `frameworkVersion` mean.
 
-The built-in catalog (defaults.yaml beside this file) is overlaid by a platform's own YAML file,
-named by TI_CATALOG_FILE (the Helm chart mounts one). Lookups that fail raise `CatalogError` with
+The built-in catalog (defaults.yaml beside this file) is overlaid by a platform's own YAML file
+(`load_catalog(path)`): the operator's TI_CATALOG_FILE setting, which the Helm chart mounts, or the
+SDK's TI_CATALOG_FILE. This module reads no environment; its callers pass the path. Lookups that fail raise `CatalogError` with
 reason InvalidSpec and the valid choices, which the operator copies into the job's status.
 """
 
@@ -134,9 +135,9 @@ def default_catalog() -> Catalog:
 
 
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
-    """The catalog in force: the built-in one overlaid by `path`, else by $TI_CATALOG_FILE if set."""
+    """The catalog in force: the built-in one, overlaid by the file at `path` when one is given."""
     base = default_catalog()
-    chosen = path if path is not None else os.environ.get(CATALOG_FILE_ENV) or None
+    chosen = path or None
     if chosen is None:
         return base
     try:

@@ -18,7 +18,7 @@ from ti import contract
 from ti._sdk import sourcedir
 from ti._sdk.logs import LogPrinter
 from ti.api import Phase, TFTrainingJob
-from ti.catalog import Catalog, load_catalog
+from ti.catalog import CATALOG_FILE_ENV, Catalog, load_catalog
 from ti.job import TrainingJobFailed, TrainingJobStopped
 from ti.local.runner import InstanceResult, LocalRunner
 from ti.operator.render import render
@@ -66,7 +66,12 @@ class LocalTrainingJob:
         cls, job: TFTrainingJob, catalog: Catalog | None, session: Session, *, workdir: Path | None = None
     ) -> LocalTrainingJob:
         """Render `job` and start its instances in the background."""
-        local = cls(job, catalog or load_catalog(), session, workdir or default_workdir(job.name))
+        local = cls(
+            job,
+            catalog or load_catalog(os.environ.get(CATALOG_FILE_ENV)),
+            session,
+            workdir or default_workdir(job.name),
+        )
         local.workdir.mkdir(parents=True, exist_ok=True)
         print(
             f"Training job {job.name} runs locally: {len(local.pods)} instance(s) in {local.workdir}",
@@ -216,7 +221,7 @@ def prepare_manifest(job: TFTrainingJob, session: Session) -> TFTrainingJob:
     """Make a manifest runnable here: a cluster instance type becomes `local`, and a sourceDir that is
     a local directory (file:///path/to/code) is packed and stored as <outputPath>/<job>/source/."""
     spec = job.spec
-    catalog = load_catalog()
+    catalog = load_catalog(os.environ.get(CATALOG_FILE_ENV))
     itype = catalog.instance_types.get(spec.instance_type)
     if itype is None or not itype.local:
         print(f"instanceType {spec.instance_type} runs as 'local' on this machine", flush=True)

@@ -1,21 +1,18 @@
 """A client-side rate limit for the operator's API requests, as client-go's QPS and burst.
 
-Unset (the default) the operator sends requests as fast as its workers make them. Set, e.g. to match
+Off (the default) the operator sends requests as fast as its workers make them. On, e.g. to match
 other controllers on a shared API server (kube-controller-manager's --kube-api-qps 20 and
 --kube-api-burst 30, controller-runtime's 20 and 30), every request waits for a token: `burst`
-tokens at most, refilled at `qps` per second.
+tokens at most, refilled at `qps` per second. TI_OPERATOR_QPS and TI_OPERATOR_BURST are read by
+ti.operator.settings.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
-
-QPS_ENV = "TI_OPERATOR_QPS"
-BURST_ENV = "TI_OPERATOR_BURST"
 
 
 class TokenBucket:
@@ -51,14 +48,9 @@ class TokenBucket:
         return wait
 
 
-def from_env(environ: Mapping[str, str] | None = None) -> TokenBucket | None:
-    """TI_OPERATOR_QPS (> 0) and TI_OPERATOR_BURST (default: QPS rounded up); None when unset."""
-    env = os.environ if environ is None else environ
-    qps = float(env.get(QPS_ENV) or 0)
-    if qps <= 0:
-        return None
-    burst = int(env.get(BURST_ENV) or max(1, int(qps + 0.999)))
-    return TokenBucket(qps, burst)
+def bucket(qps: float, burst: int) -> TokenBucket | None:
+    """The bucket of the settings' QPS and burst; None (no limit) when `qps` is 0."""
+    return TokenBucket(qps, burst) if qps > 0 else None
 
 
 def limit(api: Any, bucket: TokenBucket | None) -> Any:
