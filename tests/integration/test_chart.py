@@ -19,7 +19,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.operator import Kubelet, OperatorProcess
 from ti import contract
 from ti.catalog import load_catalog
-from ti.operator.settings import OperatorConfig
+from ti.operator.settings import OperatorConfig, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -190,8 +190,8 @@ def test_default_values_render_and_pass_a_server_side_dry_run(
     assert config.toolkit_image == "ghcr.io/ti-operator/ti-operator:0.1.0"
     assert config.storage_secret == "ti-cos-credentials"
     assert config.cos_region == "ap-guangzhou"
-    assert env["TI_OPERATOR_CONFIG"] == "/etc/ti-operator/config.yaml"
     assert env["TI_CATALOG_FILE"] == "/etc/ti-operator/catalog.yaml"
+    assert Settings.from_env(env).workers == 8
 
 
 def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
@@ -215,7 +215,7 @@ def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
             "cos": {"region": "ap-shanghai", "endpoint": "http://10.96.0.50:9000"},
             "stopGraceSeconds": 120,
         },
-        "operator": {"logFormat": "json", "verbose": True},
+        "operator": {"logFormat": "json", "verbose": True, "workers": 3, "qps": 20, "burst": 30},
         "metrics": {"port": 9191},
         "resources": {
             "requests": {"cpu": "200m", "memory": "256Mi"},
@@ -255,14 +255,14 @@ def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
     assert (a100.gpus, a100.node_selector) == (2, {"acme.io/gpu": "a100"})
     assert catalog.framework_image("2.17", gpu=True) == "registry.acme.io/tf:2.17-gpu"
     assert catalog.toolkit_image == "registry.acme.io/ti-toolkit:1.2.3"
-    whole = yaml.safe_load(configmap["data"]["config.yaml"])
-    assert whole["cos"] == {"region": "ap-shanghai", "endpoint": "http://10.96.0.50:9000"}
-    assert whole["instanceTypes"] == yaml.safe_load(configmap["data"]["catalog.yaml"])["instanceTypes"]
+    assert sorted(configmap["data"]) == ["catalog.yaml"], "the settings travel as env, the catalog as a file"
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     config = OperatorConfig.from_env(env)
     assert (config.toolkit_image, config.image_pull_policy) == ("registry.acme.io/ti-toolkit:1.2.3", "Always")
     assert (config.storage_secret, config.cos_endpoint) == ("acme-cos", "http://10.96.0.50:9000")
     assert config.stop_grace_seconds == 120
+    settings = Settings.from_env(env)
+    assert (settings.workers, settings.qps, settings.client_burst, settings.metrics_port) == (3, 20, 30, 9191)
 
     applied = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest).stdout
     for line in (
@@ -590,12 +590,10 @@ def test_operator_with_the_charts_namespaced_identity_runs_the_two_worker_exampl
     )  # fmt: skip
     docs = objects(manifest)
     configmap = find(docs, "ConfigMap")
-    for key in ("config.yaml", "catalog.yaml"):
-        (tmp_path / key).write_text(configmap["data"][key])
+    (tmp_path / "catalog.yaml").write_text(configmap["data"]["catalog.yaml"])
     container = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env |= {
-        "TI_OPERATOR_CONFIG": str(tmp_path / "config.yaml"),
         "TI_CATALOG_FILE": str(tmp_path / "catalog.yaml"),
         "TI_OPERATOR_METRICS_PORT": "0",
         "TI_STOP_GRACE_SECONDS": "1",

@@ -17,8 +17,10 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.unit import chart_support
 from ti.api import TFTrainingJob
 from ti.catalog import default_catalog
+from ti.operator.settings import SETTINGS, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -194,6 +196,89 @@ def test_install_docs_list_the_built_in_catalog_exactly() -> None:
     for version, cells in frameworks.items():
         images = catalog.frameworks[version]
         assert cells[:2] == [f"`{images.cpu}`", f"`{images.gpu}`"], (version, cells)
+
+
+# ---- the operator's settings: settings.py, the chart's env and docs/install.md agree -------------------------
+
+# Variables the chart sets for the Python runtime, not settings of the operator.
+RUNTIME_ENV = {"HOME", "PYTHONDONTWRITEBYTECODE"}
+# A value other than the default for each chart value that sets one variable, as --set takes it.
+PROBES = {
+    "operator.workers": "5",
+    "operator.qps": "2.5",
+    "operator.burst": "4",
+    "metrics.port": "9191",
+    "config.toolkitImage": "registry.example.com/ti-toolkit:9",
+    "config.toolkitResources.requests.cpu": "250m",
+    "config.toolkitResources.requests.memory": "300Mi",
+    "config.toolkitResources.limits.memory": "3Gi",
+    "config.imagePullPolicy": "Never",
+    "config.defaultStorageSecret": "acme-cos",
+    "config.cos.region": "ap-shanghai",
+    "config.cos.endpoint": "http://10.96.0.50:9000",
+    "config.checkpointSyncSeconds": "15",
+    "config.stopGraceSeconds": "120",
+    "config.resyncSeconds": "45",
+}
+
+
+def settings_table() -> dict[str, tuple[list[str], str]]:
+    """docs/install.md's settings table: variable -> (chart values, chart default)."""
+    docs = (REPO / "docs" / "install.md").read_text()
+    match = re.search(r"<!-- settings -->(.*?)<!-- /settings -->", docs, flags=re.S)
+    assert match, "docs/install.md has no settings table"
+    rows = {}
+    for line in match[1].splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0].strip("`")] = (re.findall(r"`([^`]+)`", cells[1]), cells[2])
+    return rows
+
+
+def test_settings_module_chart_env_and_install_docs_list_the_same_settings() -> None:
+    variables = sorted(s.variable for s in SETTINGS)
+    env = chart_support.operator_env(chart_support.render())
+    assert sorted(set(env) - RUNTIME_ENV) == variables, "the chart renders exactly the operator's settings"
+    table = settings_table()
+    assert sorted(table) == variables, "docs/install.md lists exactly the operator's settings"
+    # The chart's defaults are settings the operator accepts, and the docs say what they are.
+    Settings.from_env(env)
+    for variable, (_, default) in table.items():
+        shown = default.strip("`") if default.startswith("`") else {"empty": ""}.get(default, default)
+        if default == "the operator image":
+            shown = f"{values()['image']['repository']}:{pyproject_version()}"
+        assert env[variable] == shown, (
+            f"docs/install.md: default of {variable} is {default}, chart: {env[variable]!r}"
+        )
+
+
+def test_each_documented_chart_value_sets_its_variable() -> None:
+    table = settings_table()
+    single = {values_[0]: variable for variable, (values_, _) in table.items() if len(values_) == 1}
+    assert sorted(single) == sorted(PROBES), "a probe for every chart value that sets one variable"
+    args = [arg for path, probe in PROBES.items() for arg in ("--set", f"{path}={probe}")]
+    env = chart_support.operator_env(chart_support.render(*args))
+    assert {variable: env[variable] for variable in single.values()} == {
+        variable: PROBES[path] for path, variable in single.items()
+    }
+    Settings.from_env(env)
+
+
+def test_nothing_the_chart_renders_is_left_unread() -> None:
+    docs = chart_support.render()
+    # The ConfigMap holds the catalog alone, mounted where TI_CATALOG_FILE says.
+    catalog_file = Path(chart_support.operator_env(docs)["TI_CATALOG_FILE"])
+    configmap = chart_support.find(docs, "ConfigMap")
+    assert sorted(configmap["data"]) == [catalog_file.name]
+    container = chart_support.operator_container(docs)
+    assert {m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config"} == {
+        str(catalog_file.parent)
+    }
+    # The catalog values are what the operator's loader reads from that file.
+    _, catalog_values = next((v, d) for var, (v, d) in settings_table().items() if var == "TI_CATALOG_FILE")
+    assert catalog_values == "`/etc/ti-operator/catalog.yaml`" and str(catalog_file) == catalog_values.strip(
+        "`"
+    )
 
 
 # ---- versions and images ----------------------------------------------------------------------------------

@@ -119,23 +119,6 @@ frameworks:
 {{- end }}
 
 {{/*
-ti-operator.config is config.yaml: the operator's whole configuration (TI_OPERATOR_CONFIG), the
-catalog included. The settings are also passed as the TI_* variables that ti.operator.render.OperatorConfig
-reads (see deployment.yaml), from the same values.
-*/}}
-{{- define "ti-operator.config" -}}
-imagePullPolicy: {{ .Values.config.imagePullPolicy }}
-defaultStorageSecret: {{ .Values.config.defaultStorageSecret | quote }}
-cos:
-  region: {{ .Values.config.cos.region | quote }}
-  endpoint: {{ .Values.config.cos.endpoint | quote }}
-checkpointSyncSeconds: {{ .Values.config.checkpointSyncSeconds }}
-stopGraceSeconds: {{ .Values.config.stopGraceSeconds }}
-resyncSeconds: {{ .Values.config.resyncSeconds }}
-{{ include "ti-operator.catalog" . }}
-{{- end }}
-
-{{/*
 ti-operator.jobRules are the rules the operator needs wherever it runs jobs (a ClusterRole in cluster
 mode, a Role per watched namespace otherwise). Each rule says why it is there.
 */}}
