@@ -120,30 +120,33 @@ frameworks:
 
 {{/*
 ti-operator.jobRules are the rules the operator needs wherever it runs jobs (a ClusterRole in cluster
-mode, a Role per watched namespace otherwise). Each rule says why it is there.
+mode, a Role per watched namespace otherwise). Each rule says why it is there; tests/unit/test_rbac.py
+derives them from the code's calls and fails on a rule not used or a call not granted.
 */}}
 {{- define "ti-operator.jobRules" -}}
-# Watch jobs; patch them for kopf's annotations and finalizer; delete them when ttlSecondsAfterFinished expires.
+# kopf lists and watches jobs; the operator reads one fresh before each reconcile, and deletes it when
+# ttlSecondsAfterFinished expires. kopf patches nothing: it has event handlers only.
 - apiGroups: ["training.ti.io"]
   resources: ["tftrainingjobs"]
-  verbs: ["get", "list", "watch", "patch", "update", "delete"]
-# Write phase, conditions and instances on the status subresource.
+  verbs: ["get", "list", "watch", "delete"]
+# Phase, conditions and instances, as one merge patch of the status subresource.
 - apiGroups: ["training.ti.io"]
   resources: ["tftrainingjobs/status"]
-  verbs: ["get", "patch", "update"]
-# One pod per instance: create them, follow them, delete them on retry, suspend, stop and cleanPodPolicy;
-# patch for labels and the stop annotation.
+  verbs: ["patch"]
+# One pod per instance: kopf watches them, the operator lists a job's pods, creates them, and deletes
+# them on retry, suspend, stop and cleanPodPolicy.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
-# The headless Service that gives multi-instance jobs their DNS names for TF_CONFIG.
+  verbs: ["list", "watch", "create", "delete"]
+# The headless Service that gives multi-instance jobs their DNS names for TF_CONFIG; the garbage
+# collector deletes it with its job.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "create"]
 # Kubernetes Events on the job for `kubectl describe` (created, failed, restarting, completed).
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
