@@ -31,18 +31,20 @@ format: setup ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test-unit: setup ## pure functions, no server
-	$(PYTEST) -m unit tests/unit
+test-unit: setup toolchain ## pure functions, no server (helm renders the chart)
+	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" $(PYTEST) -m unit tests/unit
 
 test-integration: setup toolchain ## real kube-apiserver/etcd/scheduler/controller-manager/kwok + loopback object store
 	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" $(PYTEST) -m integration tests/integration
 
 test: lint test-unit test-integration ## everything CI runs
 
-crds: setup ## regenerate the CRD and docs/api.md from the pydantic models
+crds: setup docs ## regenerate the CRD (and docs/api.md) from the pydantic models
 	$(BIN)/python -m ti.api.crd > $(CRD)
-	$(BIN)/python -m ti.api.docs > docs/api.md
 	bash hack/sync-chart-crds.sh
+
+docs: setup ## regenerate docs/api.md from the pydantic models
+	$(BIN)/python -m ti.api.docs > docs/api.md
 
 demo: setup ## train the example Keras model through the TI SDK in local mode (no cluster, no Docker)
 	$(BIN)/python examples/demo.py
