@@ -158,6 +158,14 @@ def test_schema_is_valid_json_schema_and_accepts_the_defaults() -> None:
         ({"config": {"defaultStorageSecret": "COS Credentials"}}, "defaultStorageSecret"),
         ({"resources": {"limits": {"memory": "a lot"}}}, "memory"),
         ({"replicaCount": 3}, "replicaCount"),
+        ({"operator": {"workers": 0}}, "workers"),
+        ({"operator": {"workers": 300}}, "workers"),
+        ({"operator": {"qps": -1}}, "qps"),
+        ({"operator": {"qps": "fast"}}, "qps"),
+        ({"operator": {"burst": 1.5}}, "burst"),
+        ({"config": {"toolkitResources": {"requests": {"cpu": "lots"}}}}, "cpu"),
+        ({"config": {"toolkitResources": {"limits": {"memory": "1 GB"}}}}, "memory"),
+        ({"config": {"toolkitResources": {"limits": {"cpu": "1"}}}}, "cpu"),
     ],
 )
 def test_schema_refuses_wrong_values(override: dict, where: str) -> None:
