@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ti.job import TrainingJobFailed
+from ti.job import TrainingJobFailed, TrainingJobStopped
 from ti.tensorflow import TensorFlow
 
 pytestmark = [
@@ -258,3 +258,72 @@ def test_run_tensorboard_locally_serves_the_jobs_event_files(
     finally:
         board.stop()
     assert not board.running()
+
+
+ENDINGS_PY = """
+import os, signal, sys, time
+
+mode = sys.argv[sys.argv.index("--mode") + 1]
+marker = sys.argv[sys.argv.index("--marker") + 1]
+print("attempt starts", flush=True)
+if mode == "killed-once" and not os.path.exists(marker):
+    open(marker, "w").close()
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does: exit code 137
+if mode == "sleep":
+    time.sleep(120)
+"""
+
+
+def endings_estimator(project: Path, mode: str, **extra: Any) -> TensorFlow:
+    (project / "gpu" / "code" / "train.py").write_text(ENDINGS_PY)
+    return TensorFlow(
+        role="default",
+        train_instance_count=1,
+        train_instance_type="local",
+        framework_version="2.16",
+        entry_point="train.py",
+        source_dir="gpu/code",
+        output_path=str(project / "output"),
+        hyperparameters={"mode": mode, "marker": str(project / "killed")},
+        **extra,
+    )
+
+
+def test_a_killed_script_is_retried_as_in_a_cluster(project: Path) -> None:
+    estimator = endings_estimator(project, "killed-once")
+    out = io.StringIO()
+    estimator.fit(None, wait=False)
+    estimator.latest_training_job.wait(out=out)
+    status = estimator.latest_training_job.describe()["status"]
+    assert (status["phase"], status["restartCount"]) == ("Completed", 1)
+    assert "restarting all instances (attempt 1 of runPolicy.backoffLimit 3)" in out.getvalue()
+    assert "the training script was killed (exit code 137" in out.getvalue()
+    assert out.getvalue().count("[worker-0] attempt starts") == 2
+    assert [c["type"] for c in status["conditions"] if c["type"] == "Restarting"] == ["Restarting"]
+
+
+def test_train_max_run_ends_the_job_with_max_run_exceeded(project: Path) -> None:
+    estimator = endings_estimator(project, "sleep", train_max_run=3)
+    started = time.monotonic()
+    with pytest.raises(TrainingJobFailed) as caught:
+        estimator.fit(None, logs=False)
+    assert caught.value.reason == "MaxRunExceeded"
+    assert "spec.maxRunSeconds (3s)" in (caught.value.failure_reason or "")
+    assert time.monotonic() - started < 60
+    assert estimator.latest_training_job.describe()["status"]["phase"] == "Failed"
+
+
+def test_stop_ends_the_processes_and_the_job_is_stopped(project: Path) -> None:
+    estimator = endings_estimator(project, "sleep")
+    estimator.fit(None, wait=False)
+    job = estimator.latest_training_job
+    deadline = time.monotonic() + 60
+    while job.phase != "Training" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    body = job.stop(wait=True)
+    assert (body["status"]["phase"], body["status"]["reason"]) == ("Stopped", "Stopped")
+    assert body["spec"]["runPolicy"]["stop"] is True
+    with pytest.raises(TrainingJobStopped):
+        job.wait(out=io.StringIO())
+    left = subprocess.run(["pgrep", "-f", str(project / "work")], capture_output=True, text=True)
+    assert left.stdout == "", "a process of the stopped job is still running"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ti import contract
-from ti.local.runner import container_command, container_env, loopback_addresses
+from ti.local.process import container_command, container_env, loopback_addresses
 from ti.toolkit.layout import Layout, rebase
 from ti.toolkit.report import clip
 from ti.toolkit.upload import final_metrics

@@ -2,6 +2,12 @@
 
 `train_instance_type='local'` (or `'local_gpu'`) needs no cluster and no Docker: each instance gets a
 work directory standing in for /opt/ml; fetch, the training script and upload run as in a pod.
+
+`LocalTrainingJob` is the operator's loop in miniature, with this machine as the node: it starts an
+attempt's pods, reads them back as pod records, and lets `ti.operator.status.derive_status` decide,
+so an exit code, a failure file, a kill or a timeout ends the same way as in a cluster: a platform
+fault (exit code 128 or more, a deleted pod) restarts every instance up to runPolicy.backoffLimit,
+a script's own error (1-127) fails the job at once, maxRunSeconds fails it with MaxRunExceeded.
 """
 
 from __future__ import annotations
@@ -10,29 +16,37 @@ import collections
 import os
 import tempfile
 import threading
-import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 from ti import contract
 from ti._sdk import sourcedir
 from ti._sdk.logs import LogPrinter
-from ti.api import Phase, TFTrainingJob
+from ti.api import Phase, TFTrainingJob, TFTrainingJobStatus, status_body
+from ti.api.models import STOPPED
 from ti.catalog import CATALOG_FILE_ENV, Catalog, load_catalog
-from ti.job import TrainingJobFailed, TrainingJobStopped
-from ti.local.runner import InstanceResult, LocalRunner
+from ti.job import error_for
+from ti.local.runner import STOP_GRACE_SECONDS, LocalNode, LocalPod
+from ti.operator.reconcile import RETRY_BACKOFF_SECONDS
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
+from ti.operator.status import derive_status, instance_statuses, read_pod, transition
 from ti.session import Session
 
 WORKDIR_ENV = "TI_LOCAL_WORKDIR"
 _BUFFERED_LINES = 10_000
+_POLL_SECONDS = 0.2
 
 
 def default_workdir(name: str) -> Path:
     """Where the instances' /opt/ml trees go: $TI_LOCAL_WORKDIR/<job>, else <tmp>/ti-local/<job>."""
     root = os.environ.get(WORKDIR_ENV) or os.path.join(tempfile.gettempdir(), "ti-local")
     return Path(root) / name
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class LocalTrainingJob:
@@ -43,21 +57,18 @@ class LocalTrainingJob:
         self.name = job.name
         self.session = session
         self.workdir = workdir
-        config = OperatorConfig(cos_region=session.cos_region, cos_endpoint=session.cos_endpoint)
-        self.pods = render(job, catalog, config, cluster=False).pods
+        self.catalog = catalog
+        self.config = OperatorConfig(cos_region=session.cos_region, cos_endpoint=session.cos_endpoint)
+        self.pods = render(job, catalog, self.config, cluster=False).pods  # a bad spec fails here
         self._lock = threading.Lock()
         self._buffer: collections.deque[tuple[str, str]] = collections.deque(maxlen=_BUFFERED_LINES)
         self._printer: LogPrinter | None = None
         self._tail = LogPrinter(echo=False)
         self._done = threading.Event()
-        self._results: list[InstanceResult] = []
+        self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._stopped = False
-        self._started = time.monotonic()
-        self._finished: float | None = None
-        self._runner = LocalRunner(
-            self.pods, workdir, storage_env=session.storage_env(), on_output=self._on_output
-        )
+        self._node = LocalNode(workdir, storage_env=session.storage_env(), on_output=self._on_output)
+        self._current: list[LocalPod] = []
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"ti-local-{self.name}")
         self.board: Any = None
 
@@ -80,14 +91,74 @@ class LocalTrainingJob:
         local._thread.start()
         return local
 
+    # ---- the control loop -----------------------------------------------------------------------
+
     def _run(self) -> None:
         try:
-            self._results = self._runner.run(timeout=self.job.spec.max_run_seconds)
-        except BaseException as err:
+            self._launch(0)
+            while not self._step():
+                self._stop.wait(_POLL_SECONDS)
+        except BaseException as err:  # a bug of local mode's own: wait() raises it
             self._error = err
         finally:
-            self._finished = time.monotonic()
+            self._free()
             self._done.set()
+
+    def _step(self) -> bool:
+        """Read the pods, judge them as the operator does, act; True once the job has ended."""
+        now = _now()
+        records = [pod.record() for pod in self._current]
+        if self._stop.is_set():
+            return self._stopping(records, now)
+        status, verdict = derive_status(self.job, records, now)
+        self._set(status)
+        if verdict.retry:
+            policy = self.job.spec.run_policy
+            self._note(
+                f"training job {self.name}: restarting all instances (attempt {status.restart_count} of "
+                f"runPolicy.backoffLimit {policy.backoff_limit}): {verdict.message}"
+            )
+            self._free()
+            if not self._stop.wait(RETRY_BACKOFF_SECONDS):
+                self._launch(status.restart_count)
+            return False
+        return status.phase is not None and status.phase.finished
+
+    def _stopping(self, records: list[dict[str, Any]], now: datetime) -> bool:
+        live = [pod for pod in self._current if not pod.done.is_set()]
+        for pod in live:
+            pod.delete()
+        old = self.job.status
+        generation = self.job.metadata.generation
+        if live:
+            self._set(transition(old, Phase.STOPPING, now=now, generation=generation))
+            return False
+        stopped = transition(
+            old, Phase.STOPPED, reason=STOPPED, message="stopped on request", now=now, generation=generation
+        )
+        attempt = stopped.restart_count
+        stopped.instances = instance_statuses(self.job, [read_pod(r) for r in records], attempt)
+        self._set(stopped)
+        return True
+
+    def _launch(self, attempt: int) -> None:
+        pods = render(self.job, self.catalog, self.config, attempt, now=_now(), cluster=False).pods
+        with self._lock:
+            self.pods = pods
+            self._current = self._node.start(pods)
+
+    def _free(self) -> None:
+        """Delete every pod still running (parameter servers, or all at a retry, a stop or a timeout)
+        and wait until each has ended, so no process outlives its job."""
+        for pod in self._current:
+            if not pod.done.is_set():
+                pod.delete()
+        for pod in self._current:
+            pod.wait(STOP_GRACE_SECONDS + 30)
+
+    def _set(self, status: TFTrainingJobStatus) -> None:
+        with self._lock:
+            self.job.status = status
 
     def _on_output(self, pod: str, line: str) -> None:
         instance = _instance(self.name, pod)
@@ -98,7 +169,15 @@ class LocalTrainingJob:
             else:
                 self._buffer.append((instance, line))
 
-    # ---- the TrainingJob interface ------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        with self._lock:
+            printer = self._printer
+        if printer is not None:
+            printer.note(text)
+        else:
+            print(text, flush=True)
+
+    # ---- the TrainingJobHandle interface --------------------------------------------------------
 
     @property
     def phase(self) -> str:
@@ -109,91 +188,69 @@ class LocalTrainingJob:
         return contract.model_uri(self.job.spec.output_path, self.name)
 
     def describe(self) -> dict[str, Any]:
-        """The job as a TFTrainingJob object, with the status local mode knows."""
-        body = self.job.to_body()
-        body["status"] = self._status()
+        """The job as a TFTrainingJob object, with the status local mode derived."""
+        with self._lock:
+            body = self.job.to_body()
+            status = self.job.status
+        body["status"] = status_body(status) if status is not None else {"phase": Phase.PENDING.value}
+        body["status"].setdefault("phase", Phase.PENDING.value)
         return body
-
-    def _status(self) -> dict[str, Any]:
-        if not self._done.is_set():
-            return {"phase": Phase.TRAINING.value, "instances": []}
-        spec = self.job.spec
-        instances = [
-            {"name": r.name, "role": r.role, "index": r.index, "exitCode": r.main_exit_code,
-             "phase": "Succeeded" if r.succeeded else "Failed"}
-            for r in self._results
-        ]  # fmt: skip
-        status: dict[str, Any] = {"instances": instances}
-        if self._finished is not None:
-            status["billableSeconds"] = int(self._finished - self._started)
-        failed = [r for r in self._results if not r.succeeded and r.role != contract.ROLE_PS]
-        if self._stopped:
-            status.update(phase=Phase.STOPPED.value, reason="Stopped")
-        elif self._error is not None:
-            status.update(phase=Phase.FAILED.value, reason="LocalModeError", failureReason=str(self._error))
-        elif failed or not self._results:
-            first = failed[0] if failed else None
-            status.update(
-                phase=Phase.FAILED.value,
-                reason=_reason(first),
-                failureReason=(first.failure_reason if first else None) or "no instance ran",
-            )
-        else:
-            chief = next((r for r in self._results if r.role == contract.ROLE_WORKER and r.index == 0), None)
-            status.update(
-                phase=Phase.COMPLETED.value,
-                reason="Completed",
-                modelArtifacts=contract.model_uri(spec.output_path, self.name),
-                outputData=contract.output_data_uri(spec.output_path, self.name),
-                metrics=dict(chief.metrics) if chief else {},
-            )
-        return status
 
     def wait(
         self, logs: bool = True, *, tensorboard: bool = False, out: TextIO | None = None
     ) -> dict[str, Any]:
-        """Run to the end, printing every instance's log with `logs`; return the final object when it
-        Completed, raise `TrainingJobFailed` (with the script's reason) otherwise. Ctrl-C stops it."""
+        """Run to the end, printing the phase as it moves and, with `logs`, every instance's log; return
+        the final object when it Completed, raise `TrainingJobFailed` (with the script's reason) or
+        `TrainingJobStopped` otherwise. Ctrl-C stops the job: local jobs end with this process."""
         printer = LogPrinter(out)
-        printer.note(f"training job {self.name}: Training (local)")
         if logs:
             with self._lock:
                 for instance, line in self._buffer:
                     printer.line(instance, line)
                 self._buffer.clear()
-                self._printer = printer
+        with self._lock:
+            self._printer = printer if logs else None
         if tensorboard:
             self.tensorboard(out=out)
+        shown: list[str] = []
+
+        def show() -> dict[str, Any]:
+            body = self.describe()
+            status = body["status"]
+            phase, reason = status["phase"], status.get("reason")
+            line = f"{phase} ({reason})" if reason and reason != phase else phase
+            if not shown or shown[-1] != line:
+                printer.note(f"training job {self.name}: {line}" + ("" if shown else " (local)"))
+                shown.append(line)
+            return body
+
         try:
+            show()
             while not self._done.wait(0.5):
-                pass
+                show()
         except KeyboardInterrupt:
             printer.note(f"\nStopping local training job {self.name} (local jobs end with this process)")
-            self.stop()
+            self.stop(wait=True)
             raise
         finally:
             with self._lock:
                 self._printer = None
             if self.board is not None:
                 self.board.sync_once()
-        body = self.describe()
-        status = body["status"]
-        reason = status.get("reason")
-        extra = f" ({reason})" if reason and reason != status["phase"] else ""
-        printer.note(f"training job {self.name}: {status['phase']}{extra}")
-        if status["phase"] == Phase.COMPLETED.value:
+        if self._error is not None:
+            raise self._error
+        body = show()
+        if body["status"]["phase"] == Phase.COMPLETED.value:
             return body
-        error = TrainingJobStopped if status["phase"] == Phase.STOPPED.value else TrainingJobFailed
-        raise error(
-            self.name, status["phase"], status.get("reason"), status.get("failureReason"), self._tail.tail()
-        )
+        raise error_for(body, self._tail.tail())
 
     def stop(self, wait: bool = False) -> dict[str, Any]:
-        """Stop the instances (SIGTERM, then SIGKILL after a grace period)."""
-        self._stopped = True
-        self._runner.stop(grace_seconds=5.0)
+        """Stop the instances (SIGTERM, then SIGKILL after a grace period); with `wait`, until ended."""
+        with self._lock:
+            self.job.spec.run_policy.stop = True
+        self._stop.set()
         if wait:
-            self._done.wait(60)
+            self._done.wait(STOP_GRACE_SECONDS + 60)
         return self.describe()
 
     def logs(self, follow: bool = False, instance: str | None = None, out: TextIO | None = None) -> None:
@@ -240,13 +297,3 @@ def prepare_manifest(job: TFTrainingJob, session: Session) -> TFTrainingJob:
 def _instance(job: str, pod: str) -> str:
     """`<job>-worker-0` → `worker-0`."""
     return pod.removeprefix(f"{job}-")
-
-
-def _reason(result: InstanceResult | None) -> str:
-    if result is None:
-        return "TrainingFailed"
-    if result.fetch_exit_code not in (None, 0):
-        return "DownloadFailed"
-    if result.main_exit_code == 0 and result.upload_exit_code not in (None, 0):
-        return "UploadFailed"
-    return "TrainingFailed"
