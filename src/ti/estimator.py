@@ -6,17 +6,18 @@ Configuration lives on the estimator and is checked when it is built; all I/O go
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from ti import contract
 from ti._sdk import arguments, naming, sourcedir
 from ti.api import Distribution, DistributionType, ObjectMeta, TFTrainingJob, TFTrainingJobSpec
 from ti.catalog import CATALOG_FILE_ENV, Catalog, load_catalog
-from ti.job import TrainingJob
+from ti.job import TrainingJob, TrainingJobHandle
 from ti.session import Session
 
 ANNOTATION_BASE_JOB_NAME = f"{contract.GROUP}/base-job-name"
@@ -29,22 +30,6 @@ class Estimator:
     cluster. `image_name` is the training image; subclasses such as `ti.tensorflow.TensorFlow` pick it
     from a framework version instead.
     """
-
-    _ARGUMENTS: ClassVar[tuple[str, ...]] = (
-        "role",
-        "train_instance_count",
-        "train_instance_type",
-        "entry_point",
-        "source_dir",
-        "output_path",
-        "hyperparameters",
-        "image_name",
-        "base_job_name",
-        "train_max_run",
-        "train_volume_size",
-        "checkpoint_path",
-        "metric_definitions",
-    )
 
     def __init__(
         self,
@@ -90,7 +75,7 @@ class Estimator:
         )
         self._metrics = arguments.metric_definitions(metric_definitions)
         self.metric_definitions = [{"Name": m.name, "Regex": m.regex} for m in self._metrics]
-        self.latest_training_job: Any = None
+        self.latest_training_job: TrainingJobHandle | None = None
 
     # ---- what subclasses decide -------------------------------------------------------------------
 
@@ -108,9 +93,25 @@ class Estimator:
 
     # ---- the job ----------------------------------------------------------------------------------
 
+    @classmethod
+    def argument_names(cls) -> tuple[str, ...]:
+        """The constructor's arguments (but `session`), from the signatures along the class's MRO:
+        a subclass names its own and passes the rest on with **kwargs."""
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for param in inspect.signature(init).parameters.values():
+                if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                    continue
+                if param.name not in ("self", "session") and param.name not in names:
+                    names.append(param.name)
+        return tuple(names)
+
     def arguments(self) -> dict[str, Any]:
         """The estimator's arguments, as `attach` rebuilds them from a live job."""
-        return {name: getattr(self, name) for name in self._ARGUMENTS}
+        return {name: getattr(self, name) for name in self.argument_names()}
 
     def _job_name(self, job_name: str | None) -> str:
         checked = arguments.job_name(job_name)
@@ -158,18 +159,20 @@ class Estimator:
         self.training_image()  # an estimator without an image fails here, before any upload
         source_uri = self._upload_source(name)
         job = self._job(name, channels, source_uri)
+        handle: TrainingJobHandle
         if self.local:
             from ti.local.job import LocalTrainingJob
 
-            self.latest_training_job = LocalTrainingJob.start(job, self.catalog, self.session)
+            handle = LocalTrainingJob.start(job, self.catalog, self.session)
         else:
             self.session.create_job(job.to_body())
-            self.latest_training_job = TrainingJob(name, self.session)
+            handle = TrainingJob(name, self.session)
             print(f"Training job {name} created in namespace {self.session.namespace}", flush=True)
+        self.latest_training_job = handle
         if wait:
-            self.latest_training_job.wait(logs=logs, tensorboard=run_tensorboard_locally)
+            handle.wait(logs=logs, tensorboard=run_tensorboard_locally)
         elif run_tensorboard_locally:
-            self.latest_training_job.tensorboard()
+            handle.tensorboard()
 
     def _upload_source(self, name: str) -> str | None:
         if self.source_dir is None:
@@ -201,39 +204,42 @@ class Estimator:
     def attach(
         cls, training_job_name: str, session: Session | None = None, wait: bool = True, logs: bool = True
     ) -> Estimator:
-        """Rebuild the estimator of an existing job from the live object and, with `wait`, resume
-        waiting and streaming its logs (from another process or notebook)."""
+        """Rebuild the estimator of an existing job from the live object, through the constructor, and,
+        with `wait`, resume waiting and streaming its logs (from another process or notebook)."""
         session = session if session is not None else Session()
         job = TFTrainingJob.from_body(session.get_job(training_job_name))
-        estimator = cls.__new__(cls)
-        # The object passed the API server's validation; its sources and data are remote, so none of
-        # the construction-time checks of local paths apply.
-        estimator._restore(job, session)
-        estimator.latest_training_job = TrainingJob(training_job_name, session)
+        estimator = cls(**cls._init_params_from_job(job), session=session)
+        handle = TrainingJob(training_job_name, session)
+        estimator.latest_training_job = handle
         if wait:
-            estimator.latest_training_job.wait(logs=logs)
+            handle.wait(logs=logs)
         return estimator
 
-    def _restore(self, job: TFTrainingJob, session: Session) -> None:
+    @classmethod
+    def _init_params_from_job(cls, job: TFTrainingJob) -> dict[str, Any]:
+        """The constructor arguments that build the estimator `job` was made by (SageMaker's rule)."""
         spec = job.spec
-        self.session = session
-        self.catalog = load_catalog(os.environ.get(CATALOG_FILE_ENV))
-        self.role = spec.role
-        self.train_instance_count = spec.instance_count
-        self.train_instance_type = spec.instance_type
-        self.local = False
-        self.instance_type_name = spec.instance_type
-        self.entry_point = spec.entry_point
-        self.source_dir = spec.source_dir
-        self.output_path = spec.output_path
-        self.hyperparameters = dict(spec.hyperparameters)
-        self.image_name = spec.image
-        self.base_job_name = job.metadata.annotations.get(ANNOTATION_BASE_JOB_NAME)
-        self.train_max_run = spec.max_run_seconds
-        self.train_volume_size = spec.volume_size_gb
-        self.checkpoint_path = spec.checkpoint_path
-        self._metrics = list(spec.metric_definitions)
-        self.metric_definitions = [{"Name": m.name, "Regex": m.regex} for m in self._metrics]
+        if spec.source_dir is None:
+            raise arguments.ArgumentError(
+                "training_job_name",
+                f"job {job.name} has no spec.sourceDir, so no estimator can be rebuilt from it",
+                f"Follow it with ti.job.TrainingJob({job.name!r}) instead",
+            )
+        return {
+            "role": spec.role,
+            "train_instance_count": spec.instance_count,
+            "train_instance_type": spec.instance_type,
+            "entry_point": spec.entry_point,
+            "source_dir": spec.source_dir,
+            "output_path": spec.output_path,
+            "hyperparameters": dict(spec.hyperparameters),
+            "image_name": spec.image,
+            "base_job_name": job.metadata.annotations.get(ANNOTATION_BASE_JOB_NAME),
+            "train_max_run": spec.max_run_seconds,
+            "train_volume_size": spec.volume_size_gb,
+            "checkpoint_path": spec.checkpoint_path,
+            "metric_definitions": [{"Name": m.name, "Regex": m.regex} for m in spec.metric_definitions],
+        }
 
 
 def distributions_from(distribution: Distribution) -> dict[str, Any] | None:

@@ -1,10 +1,11 @@
-"""TrainingJob: a handle on one TFTrainingJob in the cluster: describe, wait, stop, logs."""
+"""Job handles: `TrainingJobHandle`, what every handle on a training job offers, and `TrainingJob`,
+the handle on one TFTrainingJob in the cluster (local mode's is `ti.local.job.LocalTrainingJob`)."""
 
 from __future__ import annotations
 
 import io
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from ti import contract
 from ti._sdk.logs import JobLogs, LogPrinter, print_logs
@@ -59,6 +60,45 @@ def error_for(body: dict[str, Any], log_tail: dict[str, list[str]] | None = None
     phase = status.get("phase") or "Unknown"
     cls = TrainingJobStopped if phase == Phase.STOPPED.value else TrainingJobFailed
     return cls(name, phase, status.get("reason"), status.get("failureReason"), log_tail)
+
+
+class TrainingJobHandle(Protocol):
+    """A training job, in a cluster or on this machine: what `Estimator.latest_training_job` holds."""
+
+    name: str
+    board: Any  # the TensorBoard started by wait(tensorboard=True) or tensorboard(), if any
+
+    @property
+    def phase(self) -> str | None:
+        """The job's phase now (Pending, Training, Completed, ...)."""
+        ...
+
+    @property
+    def model_data(self) -> str:
+        """URI of the job's model.tar.gz."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The TFTrainingJob object: metadata, spec and status."""
+        ...
+
+    def wait(
+        self, logs: bool = True, *, tensorboard: bool = False, out: TextIO | None = None
+    ) -> dict[str, Any]:
+        """Follow the job to its end; the final object if Completed, else raise `TrainingJobError`."""
+        ...
+
+    def stop(self, wait: bool = False) -> dict[str, Any]:
+        """Stop the job; with `wait`, return once it has ended."""
+        ...
+
+    def logs(self, follow: bool = False, instance: str | None = None, out: TextIO | None = None) -> None:
+        """Print the job's logs, prefixed by instance."""
+        ...
+
+    def tensorboard(self, out: TextIO | None = None) -> Any:
+        """Start TensorBoard on the job's event files; print its URL."""
+        ...
 
 
 class TrainingJob:

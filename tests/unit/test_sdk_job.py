@@ -111,3 +111,36 @@ def test_tensorboard_keeps_a_local_copy_of_the_event_files(tmp_path: Path) -> No
     assert (board.logdir / "checkpoints-0" / "train" / "events.out.tfevents.2").read_bytes() == b"e2"
     assert (board.logdir / "output-0" / "tensorboard" / "events.out.tfevents.3").read_bytes() == b"final"
     board.remove_copy()
+
+
+def test_both_handles_offer_the_training_job_handle(tmp_path: Path) -> None:
+    # mypy checks the types where fit() assigns either handle; this checks the same surface at run time.
+    import inspect
+
+    from ti.api import TFTrainingJob
+    from ti.catalog import load_catalog
+    from ti.job import TrainingJobHandle
+    from ti.local.job import LocalTrainingJob
+
+    members = [m for m in vars(TrainingJobHandle) if not m.startswith("_")]
+    assert {"phase", "model_data", "describe", "wait", "stop", "logs", "tensorboard"} <= set(members)
+    for cls in (TrainingJob, LocalTrainingJob):
+        for member in members:
+            ours, theirs = (
+                inspect.getattr_static(TrainingJobHandle, member),
+                inspect.getattr_static(cls, member),
+            )
+            if callable(ours):
+                assert inspect.signature(theirs) == inspect.signature(ours), (cls, member)
+            else:
+                assert isinstance(theirs, property), (cls, member)
+    job = TFTrainingJob.from_body(
+        {
+            "metadata": {"name": "mnist"},
+            "spec": {"instanceType": "local", "frameworkVersion": "2.16", "entryPoint": "train.py",
+                     "outputPath": f"file://{tmp_path}/out"},
+        }
+    )  # fmt: skip
+    local = LocalTrainingJob(job, load_catalog(), Session(namespace="x"), tmp_path / "work")
+    assert (local.name, local.phase, local.board) == ("mnist", "Pending", None)
+    assert local.model_data == f"file://{tmp_path}/out/mnist/output/model.tar.gz"

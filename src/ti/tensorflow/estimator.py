@@ -5,12 +5,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import Any
 
 from ti._sdk import arguments
 from ti.api import Distribution, TFTrainingJob
 from ti.estimator import Estimator, distributions_from
-from ti.session import Session
 
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly")
 
@@ -31,14 +30,6 @@ class TensorFlow(Estimator):
     `{'parameter_server': {'enabled': True, 'count': 1}}` (a chief, workers and parameter servers).
     """
 
-    _ARGUMENTS: ClassVar[tuple[str, ...]] = (
-        *Estimator._ARGUMENTS,
-        "py_version",
-        "script_mode",
-        "framework_version",
-        "distributions",
-    )
-
     def __init__(
         self,
         role: str,
@@ -47,34 +38,15 @@ class TensorFlow(Estimator):
         py_version: str = "py3",
         script_mode: bool = True,
         framework_version: str | None = None,
-        entry_point: str | None = None,
-        output_path: str | None = None,
-        source_dir: str | None = None,
-        hyperparameters: Mapping[str, Any] | None = None,
-        image_name: str | None = None,
-        base_job_name: str | None = None,
-        train_max_run: int = 24 * 60 * 60,
-        train_volume_size: int = 30,
-        checkpoint_path: str | None = None,
-        metric_definitions: list[Mapping[str, str]] | None = None,
         distributions: Mapping[str, Any] | None = None,
-        session: Session | None = None,
+        **kwargs: Any,
     ) -> None:
+        """`kwargs` are the `Estimator`'s: entry_point, source_dir, output_path, hyperparameters, ..."""
         super().__init__(
             role=role,
             train_instance_count=train_instance_count,
             train_instance_type=train_instance_type,
-            entry_point=entry_point,
-            source_dir=source_dir,
-            output_path=output_path,
-            hyperparameters=hyperparameters,
-            image_name=image_name,
-            base_job_name=base_job_name,
-            train_max_run=train_max_run,
-            train_volume_size=train_volume_size,
-            checkpoint_path=checkpoint_path,
-            metric_definitions=metric_definitions,
-            session=session,
+            **kwargs,
         )
         self.py_version = arguments.py_version(py_version)
         self.script_mode = arguments.script_mode(script_mode)
@@ -100,13 +72,16 @@ class TensorFlow(Estimator):
     def _framework_version(self) -> str | None:
         return self.framework_version
 
-    def _restore(self, job: TFTrainingJob, session: Session) -> None:
-        super()._restore(job, session)
-        self.py_version = job.spec.py_version
-        self.script_mode = True
-        self.framework_version = job.spec.framework_version
-        self._dist = job.spec.distribution
-        self.distributions = distributions_from(self._dist)
+    @classmethod
+    def _init_params_from_job(cls, job: TFTrainingJob) -> dict[str, Any]:
+        params = super()._init_params_from_job(job)
+        params.update(
+            py_version=job.spec.py_version,
+            script_mode=True,
+            framework_version=job.spec.framework_version,
+            distributions=distributions_from(job.spec.distribution),
+        )
+        return params
 
 
 def local_tensorflow_version() -> str | None:
