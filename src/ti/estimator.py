@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ti import contract
-from ti._sdk import arguments, naming, sourcedir
+from ti._sdk import arguments, locations, naming, sourcedir
 from ti.api import Distribution, DistributionType, ObjectMeta, TFTrainingJob, TFTrainingJobSpec
 from ti.catalog import CATALOG_FILE_ENV, Catalog, load_catalog
 from ti.job import TrainingJob, TrainingJobHandle
@@ -57,22 +57,15 @@ class Estimator:
         self.instance_type_name = instance.name
         self.local = instance.local
         self.image_name = arguments.image_name(image_name)
-        self.entry_point, self.source_dir = arguments.source(entry_point, source_dir)
-        self.output_path = arguments.location("output_path", output_path, local=self.local)
-        self.checkpoint_path = arguments.location(
+        self.entry_point, self.source_dir = locations.source(entry_point, source_dir)
+        self.output_path = locations.location("output_path", output_path, local=self.local)
+        self.checkpoint_path = locations.location(
             "checkpoint_path", checkpoint_path, local=self.local, required=False
         )
         self.hyperparameters = arguments.hyperparameters(hyperparameters)
         self.base_job_name = arguments.base_job_name(base_job_name)
-        self.train_max_run = arguments.positive_int(
-            "train_max_run", train_max_run, arguments.MAX_RUN_LIMIT, "Pass seconds, e.g. train_max_run=86400"
-        )
-        self.train_volume_size = arguments.positive_int(
-            "train_volume_size",
-            train_volume_size,
-            arguments.MAX_VOLUME_GB,
-            "Pass GiB, e.g. train_volume_size=30",
-        )
+        self.train_max_run = arguments.train_max_run(train_max_run)
+        self.train_volume_size = arguments.train_volume_size(train_volume_size)
         self._metrics = arguments.metric_definitions(metric_definitions)
         self.metric_definitions = [{"Name": m.name, "Regex": m.regex} for m in self._metrics]
         self.latest_training_job: TrainingJobHandle | None = None
@@ -154,7 +147,7 @@ class Estimator:
         """Start a training job on `inputs`: a COS URI (the channel `training`) or a dict of channel
         name to URI. With `wait`, follow it to the end (printing the logs with `logs`) and raise
         `TrainingJobFailed` if it fails; without, return at once (see `latest_training_job`)."""
-        channels = arguments.inputs(inputs, local=self.local)
+        channels = locations.inputs(inputs, local=self.local)
         name = self._job_name(job_name)
         self.training_image()  # an estimator without an image fails here, before any upload
         source_uri = self._upload_source(name)

@@ -3,6 +3,7 @@ creates nothing (no upload, no job)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.unit.sdk_support import COS, RecordingSession, seed_args, write_source
 from ti._sdk.arguments import ArgumentError
+from ti.api import TFTrainingJob, models
 from ti.tensorflow import TensorFlow
 
 pytestmark = pytest.mark.unit
@@ -141,3 +143,56 @@ def test_seed_call_builds(project: Path) -> None:
     estimator = TensorFlow(session=RecordingSession(), **seed_args())
     assert estimator.training_image() == "tensorflow/tensorflow:1.14.0-gpu-py3"
     assert estimator.arguments()["source_dir"] == "gpu/code"
+
+
+LIMITS: list[tuple[str, str, Any, Any]] = [
+    # (SDK argument, spec field, the largest value the API model allows, one past it)
+    ("train_instance_count", "instanceCount", models.MAX_INSTANCES, models.MAX_INSTANCES + 1),
+    ("train_max_run", "maxRunSeconds", models.MAX_RUN_SECONDS, models.MAX_RUN_SECONDS + 1),
+    ("train_volume_size", "volumeSizeGB", models.MAX_VOLUME_GB, models.MAX_VOLUME_GB + 1),
+    (
+        "hyperparameters",
+        "hyperparameters",
+        {f"h{i}": "x" * models.HYPERPARAMETER_VALUE_MAX_LENGTH for i in range(models.MAX_HYPERPARAMETERS)},
+        {f"h{i}": "x" for i in range(models.MAX_HYPERPARAMETERS + 1)},
+    ),
+    (
+        "hyperparameters",
+        "hyperparameters",
+        {"h": "x"},
+        {"h": "x" * (models.HYPERPARAMETER_VALUE_MAX_LENGTH + 1)},
+    ),
+    ("role", "role", "a" * models.DNS_SUBDOMAIN_MAX_LENGTH, "a" * (models.DNS_SUBDOMAIN_MAX_LENGTH + 1)),
+]
+
+
+@pytest.mark.parametrize(
+    ("argument", "field", "largest", "over"), LIMITS, ids=[f"{x[0]}-{i}" for i, x in enumerate(LIMITS)]
+)
+def test_the_sdks_limits_are_the_api_models(
+    project: Path, argument: str, field: str, largest: Any, over: Any
+) -> None:
+    session = RecordingSession()
+    estimator = TensorFlow(session=session, **seed_args(**{argument: largest}))
+    estimator.fit(f"{COS}/data", wait=False, job_name="at-the-limit")
+    TFTrainingJob.from_body(session.jobs["at-the-limit"])  # the API model takes what the SDK let through
+    with pytest.raises(ArgumentError) as caught:
+        TensorFlow(session=session, **seed_args(**{argument: over}))
+    assert caught.value.argument == argument
+    body = copy.deepcopy(session.jobs["at-the-limit"])
+    body["spec"][field] = over
+    with pytest.raises(ValueError):
+        TFTrainingJob.from_body(body)  # and refuses what the SDK refuses
+
+
+def test_parameter_server_count_is_the_models() -> None:
+    TensorFlow(session=RecordingSession(), **seed_args(
+        source_dir=None, entry_point=__file__,
+        train_instance_count=2,
+        distributions={"parameter_server": {"enabled": True, "count": models.MAX_PARAMETER_SERVERS}},
+    ))  # fmt: skip
+    with pytest.raises(ArgumentError, match=f"from 1 to {models.MAX_PARAMETER_SERVERS}"):
+        TensorFlow(session=RecordingSession(), **seed_args(
+            source_dir=None, entry_point=__file__,
+            distributions={"parameter_server": {"enabled": True, "count": models.MAX_PARAMETER_SERVERS + 1}},
+        ))  # fmt: skip

@@ -1,5 +1,7 @@
 """Checks of the Estimator's arguments, run when it is built (and of fit's, before anything is created).
 
+Paths and URIs (source_dir, output_path, fit's inputs) are checked in `ti._sdk.locations`. The
+limits are the API models' (`ti.api.models`), so the SDK refuses exactly what the API server would.
 Each check raises `ArgumentError` naming the argument, what is wrong with it and what to do instead,
 so a mistake surfaces on the line that made it, not minutes later in a pod.
 """
@@ -9,24 +11,22 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from ti import contract
 from ti._sdk.naming import MAX_BASE_LENGTH, invalid_job_name, sanitize
 from ti.api import Distribution, DistributionType, MetricDefinition
-from ti.api.models import MAX_INSTANCES
+from ti.api.models import (
+    DNS_SUBDOMAIN_MAX_LENGTH,
+    DNS_SUBDOMAIN_PATTERN,
+    HYPERPARAMETER_NAME_PATTERN,
+    HYPERPARAMETER_VALUE_MAX_LENGTH,
+    MAX_HYPERPARAMETERS,
+    MAX_INSTANCES,
+    MAX_PARAMETER_SERVERS,
+    MAX_RUN_SECONDS,
+    MAX_VOLUME_GB,
+)
 from ti.catalog import Catalog, InstanceType
-from ti.storage.errors import InvalidURIError
-from ti.storage.uri import parse_uri
-
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_HYPERPARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-MAX_RUN_LIMIT = 30 * 86400
-MAX_VOLUME_GB = 16384
-# TFTrainingJobSpec.hyperparameters: at most 256 entries of at most 4096 characters each.
-MAX_HYPERPARAMETERS = 256
-MAX_HYPERPARAMETER_VALUE = 4096
 
 
 class ArgumentError(ValueError):
@@ -46,7 +46,7 @@ def role(value: Any) -> str:
             f"got {value!r}, a role is required",
             "Pass the ServiceAccount the training pods run as, e.g. role='default'",
         )
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > DNS_SUBDOMAIN_MAX_LENGTH or not re.match(DNS_SUBDOMAIN_PATTERN, value):
         raise ArgumentError(
             "role",
             f"{value!r} is not a Kubernetes ServiceAccount name (lower case letters, digits, '-' and '.')",
@@ -57,13 +57,12 @@ def role(value: Any) -> str:
 
 
 def instance_count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INSTANCES:
-        raise ArgumentError(
-            "train_instance_count",
-            f"got {value!r}, it must be a whole number from 1 to {MAX_INSTANCES}",
-            "Pass the number of instances to train on, e.g. train_instance_count=1",
-        )
-    return value
+    return _whole(
+        "train_instance_count",
+        value,
+        MAX_INSTANCES,
+        "Pass the number of instances to train on, e.g. train_instance_count=1",
+    )
 
 
 def instance_type(value: Any, catalog: Catalog) -> InstanceType:
@@ -140,112 +139,6 @@ def image_name(value: Any) -> str | None:
     return value
 
 
-def _remote(value: str) -> bool:
-    return "://" in value and not value.startswith("file://")
-
-
-def source(entry_point: Any, source_dir: Any) -> tuple[str, str | None]:
-    """The entry point relative to the source directory, and the directory (a local path or a URI)."""
-    if not isinstance(entry_point, str) or not entry_point:
-        raise ArgumentError(
-            "entry_point",
-            f"got {entry_point!r}, the training script is required",
-            "Pass the script to run, e.g. entry_point='train.py' (with source_dir='code')",
-        )
-    if source_dir is not None and not isinstance(source_dir, str | Path):
-        raise ArgumentError(
-            "source_dir", f"got {source_dir!r}", "Pass a directory path, e.g. source_dir='code'"
-        )
-    if source_dir is not None and _remote(str(source_dir)):
-        _uri("source_dir", str(source_dir), cluster=True)
-        return entry_point, str(source_dir)
-    if source_dir is None:
-        script = Path(entry_point)
-        if not _is_file(script):
-            raise ArgumentError(
-                "entry_point",
-                f"{entry_point!r} is not a file (looked in {Path.cwd()})",
-                "Pass the path of your training script, or its name together with source_dir",
-            )
-        return script.name, str(script.resolve().parent)
-    directory = Path(str(source_dir).removeprefix("file://"))
-    if not _is_dir(directory):
-        raise ArgumentError(
-            "source_dir",
-            f"{str(source_dir)!r} is not a directory (looked in {Path.cwd()})",
-            "Pass the directory holding your training script and its modules",
-        )
-    if Path(entry_point).is_absolute() or ".." in Path(entry_point).parts:
-        raise ArgumentError(
-            "entry_point",
-            f"{entry_point!r} must be a path inside source_dir",
-            "Pass it relative to source_dir",
-        )
-    if not _is_file(directory / entry_point):
-        raise ArgumentError(
-            "entry_point",
-            f"{entry_point!r} is not in source_dir {str(source_dir)!r}",
-            "Pass the script's path relative to source_dir",
-        )
-    return entry_point, str(source_dir)
-
-
-def _is_file(path: Path) -> bool:
-    # A name too long for the file system, or with a NUL byte, names no file rather than failing.
-    try:
-        return path.is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-def _uri(argument: str, value: str, *, cluster: bool) -> str:
-    try:
-        parsed = parse_uri(value)
-    except InvalidURIError as err:
-        raise ArgumentError(
-            argument, str(err), "Use cos://<bucket-appid>/<prefix> (or file:///path in local mode)"
-        ) from None
-    if cluster and parsed.is_local:
-        raise ArgumentError(
-            argument,
-            f"{value} is a path on this machine, which pods in the cluster cannot read",
-            "Use a cos:// URI, or train on this machine with train_instance_type='local'",
-        )
-    return str(parsed) if not parsed.is_local else value
-
-
-def location(argument: str, value: Any, *, local: bool, required: bool = True) -> str | None:
-    """An object-store location: cos://, s3://, file://; in local mode a plain path means file://."""
-    if value is None and not required:
-        return None
-    if not isinstance(value, str | Path) or not str(value):
-        raise ArgumentError(
-            argument,
-            f"got {value!r}",
-            "Pass a COS location, e.g. cos://my-bucket-1250000000/path"
-            + (" (or a local directory in local mode)" if argument == "output_path" else ""),
-        )
-    text = str(value)
-    if "://" not in text:
-        if not local:
-            raise ArgumentError(
-                argument,
-                f"{text!r} has no scheme",
-                "Pass a cos://<bucket-appid>/<prefix> URI (local paths work only with "
-                "train_instance_type='local')",
-            )
-        text = f"file://{Path(text).resolve()}"
-    _uri(argument, text, cluster=not local)
-    return text.rstrip("/") if text.rstrip("/") != "file:/" else text
-
-
 def hyperparameters(value: Any) -> dict[str, str]:
     if value is None:
         return {}
@@ -263,7 +156,7 @@ def hyperparameters(value: Any) -> dict[str, str]:
         )
     result: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not _HYPERPARAMETER_NAME.match(key):
+        if not isinstance(key, str) or not re.match(HYPERPARAMETER_NAME_PATTERN, key):
             raise ArgumentError(
                 "hyperparameters",
                 f"name {key!r} is not a valid option name",
@@ -278,20 +171,28 @@ def hyperparameters(value: Any) -> dict[str, str]:
                 f"the value of {key!r} is a {type(item).__name__}, which cannot be passed to the script",
                 "Use strings, numbers, booleans, or lists and dicts of them (they are sent as JSON)",
             ) from None
-        if len(result[key]) > MAX_HYPERPARAMETER_VALUE:
+        if len(result[key]) > HYPERPARAMETER_VALUE_MAX_LENGTH:
             raise ArgumentError(
                 "hyperparameters",
                 f"the value of {key!r} is {len(result[key])} characters long, at most "
-                f"{MAX_HYPERPARAMETER_VALUE} are allowed",
+                f"{HYPERPARAMETER_VALUE_MAX_LENGTH} are allowed",
                 "Pass large settings in a file in source_dir or in an input channel",
             )
     return result
 
 
-def positive_int(argument: str, value: Any, limit: int, example: str) -> int:
+def _whole(argument: str, value: Any, limit: int, example: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
         raise ArgumentError(argument, f"got {value!r}, it must be a whole number from 1 to {limit}", example)
     return value
+
+
+def train_max_run(value: Any) -> int:
+    return _whole("train_max_run", value, MAX_RUN_SECONDS, "Pass seconds, e.g. train_max_run=86400")
+
+
+def train_volume_size(value: Any) -> int:
+    return _whole("train_volume_size", value, MAX_VOLUME_GB, "Pass GiB, e.g. train_volume_size=30")
 
 
 def distributions(value: Any, count: int) -> Distribution:
@@ -324,10 +225,14 @@ def distributions(value: Any, count: int) -> Distribution:
         if extra:
             raise ArgumentError("distributions", f"unknown parameter_server option {extra[0]!r}", fix)
         ps_count = ps.get("count", 1)
-        if isinstance(ps_count, bool) or not isinstance(ps_count, int) or not 1 <= ps_count <= 100:
+        if (
+            isinstance(ps_count, bool)
+            or not isinstance(ps_count, int)
+            or not 1 <= ps_count <= MAX_PARAMETER_SERVERS
+        ):
             raise ArgumentError(
                 "distributions",
-                f"parameter_server count {ps_count!r} must be a whole number from 1 to 100",
+                f"parameter_server count {ps_count!r} must be a whole number from 1 to {MAX_PARAMETER_SERVERS}",
                 "Pass e.g. {'parameter_server': {'enabled': True, 'count': 1}}",
             )
         return Distribution(type=DistributionType.PARAMETER_SERVER, parameter_server_count=ps_count)
@@ -389,34 +294,3 @@ def job_name(value: Any) -> str | None:
             "generated name",
         )
     return value
-
-
-def inputs(value: Any, *, local: bool) -> dict[str, str]:
-    """fit's inputs: a str is the channel `training`, a dict names channels, None means no data."""
-    if value is None:
-        return {}
-    if isinstance(value, str | Path):
-        value = {"training": str(value)}
-    if not isinstance(value, Mapping):
-        raise ArgumentError(
-            "inputs",
-            f"got {type(value).__name__}",
-            "Pass a COS URI (one channel named 'training') or a dict of channel name to URI, e.g. "
-            "{'train': 'cos://bucket-125000000/train', 'test': 'cos://bucket-125000000/test'}",
-        )
-    channels: dict[str, str] = {}
-    for name, uri in value.items():
-        if not isinstance(name, str) or not re.match(contract.CHANNEL_NAME_PATTERN, name):
-            raise ArgumentError(
-                "inputs",
-                f"channel name {name!r} is not valid: it becomes the variable TM_CHANNEL_<NAME>",
-                "Start channel names with a letter and use only letters, digits and '_', e.g. 'train'",
-            )
-        if name.upper() in {c.upper() for c in channels}:
-            raise ArgumentError(
-                "inputs", f"channel names {name!r} and another differ only in case", "Rename one of them"
-            )
-        channel = location(f"inputs[{name!r}]", uri, local=local)
-        assert channel is not None
-        channels[name] = channel
-    return channels

@@ -33,12 +33,19 @@ URI_PATTERN = r"^((cos|s3)://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.*)$
 JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 JOB_NAME_MAX_LENGTH = 50
 MAX_INSTANCES = 1000
+# Limits of the spec that the SDK also checks when an estimator is built (ti._sdk.arguments).
+DNS_SUBDOMAIN_MAX_LENGTH = 253
+MAX_HYPERPARAMETERS = 256
+HYPERPARAMETER_VALUE_MAX_LENGTH = 4096
+MAX_PARAMETER_SERVERS = 100
+MAX_VOLUME_GB = 16384
+MAX_RUN_SECONDS = 30 * 86400
 
-_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _VERSION = r"^[0-9]+(\.[0-9]+){0,2}$"
 _RESERVED_ENV_RULE = "!self.name.startsWith('TM_') && self.name != 'TF_CONFIG'"
-_HYPERPARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
+HYPERPARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
 
 ObjectUri = Annotated[
     str,
@@ -46,7 +53,7 @@ ObjectUri = Annotated[
         max_length=2048, pattern=URI_PATTERN, json_schema_extra={"x-ti-cluster-pattern": CLUSTER_URI_PATTERN}
     ),
 ]
-HyperparameterValue = Annotated[str, Field(max_length=4096)]
+HyperparameterValue = Annotated[str, Field(max_length=HYPERPARAMETER_VALUE_MAX_LENGTH)]
 
 
 class _Model(BaseModel):
@@ -197,7 +204,7 @@ class Distribution(_Model):
     parameter_server_count: int | None = Field(
         default=None,
         ge=1,
-        le=100,
+        le=MAX_PARAMETER_SERVERS,
         description="Number of parameter-server pods; only with type parameterServer, default 1.",
     )
 
@@ -218,8 +225,8 @@ class SecretRef(_Model):
     """A Secret in the job's namespace."""
 
     name: str = Field(
-        max_length=253,
-        pattern=_DNS_SUBDOMAIN,
+        max_length=DNS_SUBDOMAIN_MAX_LENGTH,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description="Name of the Secret.",
     )
 
@@ -328,8 +335,8 @@ class RunPolicy(_Model):
     )
     priority_class_name: str | None = Field(
         default=None,
-        max_length=253,
-        pattern=_DNS_SUBDOMAIN,
+        max_length=DNS_SUBDOMAIN_MAX_LENGTH,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description="priorityClassName of the pods.",
     )
 
@@ -354,8 +361,8 @@ class TFTrainingJobSpec(_Model):
 
     role: str = Field(
         default="default",
-        max_length=253,
-        pattern=_DNS_SUBDOMAIN,
+        max_length=DNS_SUBDOMAIN_MAX_LENGTH,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description="The ServiceAccount the training pods run as (the TI SDK's role).",
     )
     instance_type: str = Field(
@@ -402,7 +409,7 @@ class TFTrainingJobSpec(_Model):
     )
     hyperparameters: dict[str, HyperparameterValue] = Field(
         default_factory=dict,
-        max_length=256,
+        max_length=MAX_HYPERPARAMETERS,
         description=(
             "Hyperparameters, passed to the script as --key value arguments, in "
             "/opt/ml/input/config/hyperparameters.json and as TM_HPS (JSON)."
@@ -410,7 +417,7 @@ class TFTrainingJobSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": f"self.all(k, k.matches('{_HYPERPARAMETER_NAME}'))",
+                    "rule": f"self.all(k, k.matches('{HYPERPARAMETER_NAME_PATTERN}'))",
                     "message": "hyperparameter names are letters, digits, '_', '.' and '-', at most 128",
                 }
             ]
@@ -469,14 +476,14 @@ class TFTrainingJobSpec(_Model):
     volume_size_gb: int = Field(
         default=30,
         ge=1,
-        le=16384,
+        le=MAX_VOLUME_GB,
         alias="volumeSizeGB",
         description="Size limit in GiB of each instance's /opt/ml volume (code, data, model, output).",
     )
     max_run_seconds: int = Field(
         default=86400,
         ge=1,
-        le=30 * 86400,
+        le=MAX_RUN_SECONDS,
         description=(
             "The longest the job may run, counted from its first instance's start; past it the job "
             "fails with reason MaxRunExceeded (the TI SDK's train_max_run)."
@@ -510,7 +517,7 @@ class TFTrainingJobSpec(_Model):
     @classmethod
     def _hyperparameter_names(cls, hyperparameters: dict[str, str]) -> dict[str, str]:
         for key in hyperparameters:
-            if not re.match(_HYPERPARAMETER_NAME, key):
+            if not re.match(HYPERPARAMETER_NAME_PATTERN, key):
                 raise ValueError(
                     f"hyperparameter name {key!r}: letters, digits, '_', '.' and '-', at most 128"
                 )
