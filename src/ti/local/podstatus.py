@@ -20,6 +20,10 @@ NODE_NAME = "localhost"
 # The kubelet's own words for a pod killed at its activeDeadlineSeconds.
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+# The kubelet's words for a container waiting on its pod's init container, and for how one ended.
+POD_INITIALIZING = "PodInitializing"
+EXITED_OK = "Completed"
+EXITED_WITH_ERROR = "Error"
 # What containerd reports for a container whose process could not be started.
 START_ERROR = "StartError"
 START_ERROR_EXIT_CODE = 128
@@ -53,7 +57,7 @@ def container_status(name: str, run: ContainerRun | None) -> dict[str, Any]:
             "name": name,
             "ready": False,
             "restartCount": 0,
-            "state": {"waiting": {"reason": "PodInitializing"}},
+            "state": {"waiting": {"reason": POD_INITIALIZING}},
         }
     if run.exit_code is None:
         return {
@@ -64,7 +68,7 @@ def container_status(name: str, run: ContainerRun | None) -> dict[str, Any]:
         }
     terminated: dict[str, Any] = {
         "exitCode": run.exit_code,
-        "reason": run.reason or ("Completed" if run.exit_code == 0 else "Error"),
+        "reason": run.reason or (EXITED_OK if run.exit_code == 0 else EXITED_WITH_ERROR),
         "startedAt": _time(run.started),
         "finishedAt": _time(run.finished or run.started),
     }
