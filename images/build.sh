@@ -95,7 +95,9 @@ if [ -z "$ONLY" ] || [ "$ONLY" = operator ]; then
     cp -r pyproject.toml README.md src "$ctx/"
     cp operator/handlers.py "$ctx/operator/"
     find "$ctx/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
-    bash images/wheelhouse.sh "$ctx/.wheelhouse" "$py" "$ctx"
+    bash images/wheelhouse.sh "$ctx/.wheelhouse/deps" "$py" "$ctx"
+    mkdir -p "$ctx/.wheelhouse/project"
+    mv "$ctx"/.wheelhouse/deps/ti_operator-*.whl "$ctx/.wheelhouse/project/"
     docker build --quiet -f images/operator/Dockerfile --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$VERSION" \
       --label "io.ti.build-hash=$hash" -t "$tag" "$ctx" >/dev/null
     rm -rf "$ctx"
