@@ -6,7 +6,7 @@ PYTEST := $(BIN)/pytest -p no:cacheprovider
 CRD    := crds/tftrainingjobs.training.ti.io.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup toolchain lint format test test-unit test-integration crds docs demo bench chart-lint images e2e-kind clean
+.PHONY: help setup system-deps toolchain test-images lint format test test-unit test-integration crds docs demo bench chart-lint images e2e-kind clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -19,7 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-toolchain: ## build/fetch the pinned control plane (etcd, kube-*, kwok, kubectl, helm) into ~/.cache/ti-operator
+system-deps: ## Debian packages (docker.io, containerd, runc, CNI plugins, debootstrap, ...); start dockerd if none answers
+	bash hack/system-deps.sh
+
+toolchain: ## build/fetch the pinned toolchain (etcd, kube-*, kubelet, kube-proxy, coredns, kwok, kubectl, helm) into ~/.cache/ti-operator
 	bash hack/toolchain.sh
 
 lint: setup ## ruff (lint + format check) and mypy on src/
@@ -34,7 +37,12 @@ format: setup ## apply ruff's fixes and formatting
 test-unit: setup toolchain ## pure functions, no server (helm renders the chart)
 	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" $(PYTEST) -m unit tests/unit
 
-test-integration: setup toolchain ## real kube-apiserver/etcd/scheduler/controller-manager/kwok + loopback object store
+# The images the real node runs, built here with no registry: a Debian base from Debian's packages,
+# TensorFlow from PyPI (a second run finds them up to date in seconds).
+test-images: setup system-deps
+	BASE=debian TF_SOURCE=pypi TF_VERSIONS=2.16.1 TF_VARIANTS=cpu bash images/build.sh
+
+test-integration: setup system-deps toolchain test-images ## real plane + kwok nodes + a real kubelet node + loopback object store
 	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" $(PYTEST) -m integration tests/integration
 
 test: lint test-unit test-integration ## everything CI runs
@@ -55,9 +63,9 @@ bench: setup toolchain ## run the benchmarks (not part of make test)
 chart-lint: setup toolchain ## helm lint --strict the chart, check its CRD copy, hadolint the Dockerfiles
 	"$$(bash hack/toolchain.sh 2>/dev/null | tail -1)/helm" lint --strict charts/ti-operator
 	bash hack/sync-chart-crds.sh --check
-	$(BIN)/hadolint images/operator/Dockerfile images/tensorflow/Dockerfile
+	$(BIN)/hadolint images/operator/Dockerfile images/tensorflow/Dockerfile images/tensorflow-pypi/Dockerfile images/pause/Dockerfile
 
-images: ## docker build the operator/toolkit image and TensorFlow 1.14/2.0/2.16 cpu+gpu images (needs Docker)
+images: ## docker build the operator/toolkit image and the TensorFlow 1.14/2.0/2.16 cpu+gpu images a registry has (2.16 cpu from PyPI without one)
 	bash images/build.sh
 
 e2e-kind: ## kind cluster, images, chart, in-cluster S3; example manifest + SDK example must complete (needs Docker)

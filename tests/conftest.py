@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.support.controlplane",
     "tests.support.objectstore",
     "tests.support.operator",
+    "tests.support.realnode",
 ]
 
 TIERS = {"unit", "integration", "e2e"}

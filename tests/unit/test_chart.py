@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ti-operator"
 CRD_NAME = "tftrainingjobs.training.ti.io.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-DOCKERFILES = [REPO / "images" / "operator" / "Dockerfile", REPO / "images" / "tensorflow" / "Dockerfile"]
+DOCKERFILES = sorted((REPO / "images").glob("*/Dockerfile"))
 # Inside these values, each entry is data of the operator's catalog: the entry's name is commented, its
 # fields are documented once, in the comment on the catalog key itself.
 CATALOG_KEYS = ("config.instanceTypes", "config.frameworks")
