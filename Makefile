@@ -39,7 +39,7 @@ test-unit: setup toolchain ## pure functions, no server (helm renders the chart)
 
 # The images the real node runs, built here with no registry: a Debian base from Debian's packages,
 # TensorFlow from PyPI (a second run finds them up to date in seconds).
-test-images: setup system-deps
+test-images: setup system-deps ## build the images the real node runs (Debian base, TensorFlow from PyPI), with no registry
 	BASE=debian TF_SOURCE=pypi TF_VERSIONS=2.16.1 TF_VARIANTS=cpu bash images/build.sh
 
 test-integration: setup system-deps toolchain test-images ## real plane + kwok nodes + a real kubelet node + loopback object store
