@@ -86,7 +86,7 @@ GROUP = "training.ti.io"
 LABEL_JOB = f"{GROUP}/job-name"
 LABEL_ROLE = f"{GROUP}/role"
 LABEL_INDEX = f"{GROUP}/instance-index"
-LABEL_GENERATION = f"{GROUP}/attempt"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
 
 ROLE_WORKER = "worker"
 ROLE_PS = "ps"

@@ -69,7 +69,7 @@ class Kubelet:
             pods = [
                 p
                 for p in self.pods(job)
-                if p["metadata"]["labels"].get(contract.LABEL_GENERATION) == str(attempt)
+                if p["metadata"]["labels"].get(contract.LABEL_ATTEMPT) == str(attempt)
                 and not p["metadata"].get("deletionTimestamp")
                 and (p.get("status") or {}).get("podIP")
             ]

@@ -78,7 +78,7 @@ def pod(
                 contract.LABEL_JOB: job_name,
                 contract.LABEL_ROLE: role,
                 contract.LABEL_INDEX: str(index),
-                contract.LABEL_GENERATION: str(attempt),
+                contract.LABEL_ATTEMPT: str(attempt),
             },
         },
         "spec": {"nodeName": node} if node else {},

@@ -45,7 +45,7 @@ def created(p: Plan, **state: Any) -> list[dict[str, Any]]:
         q = pod(
             role=labels[contract.LABEL_ROLE],
             index=int(labels[contract.LABEL_INDEX]),
-            attempt=int(labels[contract.LABEL_GENERATION]),
+            attempt=int(labels[contract.LABEL_ATTEMPT]),
             **state,
         )
         q["metadata"]["ownerReferences"] = manifest["metadata"]["ownerReferences"]
@@ -281,7 +281,7 @@ def test_retry_deletes_then_recreates_the_next_attempt() -> None:
 
     # gone: attempt 1 is created, with its label
     again = decide(j1, [], 70, service={})
-    assert [m["metadata"]["labels"][contract.LABEL_GENERATION] for m in again.create_pods] == ["1", "1"]
+    assert [m["metadata"]["labels"][contract.LABEL_ATTEMPT] for m in again.create_pods] == ["1", "1"]
     assert (
         again.status is not None and again.status.phase is Phase.STARTING and again.status.restart_count == 1
     )
@@ -317,7 +317,7 @@ def test_a_deleted_pod_is_recreated_and_counted() -> None:
     assert early.create_pods == [] and early.status_patch is None
     assert early.requeue_after is not None and 0 < early.requeue_after <= RETRY_BACKOFF_SECONDS
     p = decide(j, [], 20 + RETRY_BACKOFF_SECONDS)
-    assert [m["metadata"]["labels"][contract.LABEL_GENERATION] for m in p.create_pods] == ["1"]
+    assert [m["metadata"]["labels"][contract.LABEL_ATTEMPT] for m in p.create_pods] == ["1"]
 
 
 def test_unschedulable_frees_every_pod_whatever_the_policy() -> None:

@@ -44,7 +44,7 @@ def test_single_cpu_instance() -> None:
         contract.LABEL_JOB: "mnist",
         contract.LABEL_ROLE: "worker",
         contract.LABEL_INDEX: "0",
-        contract.LABEL_GENERATION: "0",
+        contract.LABEL_ATTEMPT: "0",
     }
     assert meta["ownerReferences"] == [
         {
@@ -294,7 +294,7 @@ def test_eight_gpu_workers_parameter_server() -> None:
 def test_attempt_label_and_deadline() -> None:
     j = job(status={"startTime": "2024-05-01T12:00:00Z", "restartCount": 2}, maxRunSeconds=3600)
     (pod,) = render(j, CATALOG, CONFIG, 2, now=at(600)).pods
-    assert pod["metadata"]["labels"][contract.LABEL_GENERATION] == "2"
+    assert pod["metadata"]["labels"][contract.LABEL_ATTEMPT] == "2"
     assert pod["spec"]["activeDeadlineSeconds"] == 3000
     (late,) = render(j, CATALOG, CONFIG, 2, now=at(7200)).pods
     assert late["spec"]["activeDeadlineSeconds"] == 1

@@ -369,7 +369,7 @@ def test_platform_fault_retries_all_and_counts() -> None:
     j = job(status={**STARTED, "restartCount": 1}, instanceCount=2, runPolicy={"backoffLimit": 3})
     pods = [failed_pod(0, 137), running_pod(1)]
     for p in pods:
-        p["metadata"]["labels"][contract.LABEL_GENERATION] = "1"
+        p["metadata"]["labels"][contract.LABEL_ATTEMPT] = "1"
     new, verdict = derive_status(j, pods, at(60))
     assert verdict.retry and verdict.reason == "ExitCode137"
     assert new.phase is Phase.PENDING and new.restart_count == 2
@@ -385,7 +385,7 @@ def test_platform_fault_retries_all_and_counts() -> None:
 def test_backoff_limit_exceeded() -> None:
     j = job(status={**STARTED, "restartCount": 2}, runPolicy={"backoffLimit": 2})
     p = failed_pod(0, 137)
-    p["metadata"]["labels"][contract.LABEL_GENERATION] = "2"
+    p["metadata"]["labels"][contract.LABEL_ATTEMPT] = "2"
     new, verdict = derive_status(j, [p], at(60))
     assert not verdict.retry
     assert new.phase is Phase.FAILED and new.reason == "BackoffLimitExceeded"
@@ -514,7 +514,7 @@ def test_a_starting_parameter_server_holds_the_job_back() -> None:
 def test_old_attempt_pods_are_ignored() -> None:
     old = failed_pod(0, 137)  # attempt 0
     new_pod = running_pod(0)
-    new_pod["metadata"]["labels"][contract.LABEL_GENERATION] = "1"
+    new_pod["metadata"]["labels"][contract.LABEL_ATTEMPT] = "1"
     new, verdict = derive_status(job(status={**STARTED, "restartCount": 1}), [old, new_pod], at(30))
     assert new.phase is Phase.TRAINING and not verdict.retry
 

@@ -197,7 +197,7 @@ def pod_labels(job: TFTrainingJob, role: str, index: int, attempt: int) -> dict[
         contract.LABEL_JOB: job.name,
         contract.LABEL_ROLE: role,
         contract.LABEL_INDEX: str(index),
-        contract.LABEL_GENERATION: str(attempt),
+        contract.LABEL_ATTEMPT: str(attempt),
     }
 
 

@@ -284,7 +284,7 @@ def read_pod(pod: Mapping[str, Any]) -> PodReport:
 def attempt_of(pod: Mapping[str, Any]) -> int:
     """The retry attempt a pod belongs to (its attempt label)."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    return _int(labels.get(contract.LABEL_GENERATION), 0)
+    return _int(labels.get(contract.LABEL_ATTEMPT), 0)
 
 
 def parse_time(value: Any) -> datetime | None:
