@@ -35,10 +35,33 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "ti.catalog",
         *(
             f"ti.operator.{m}"
-            for m in ("render", "status", "reconcile", "controller", "workqueue", "metrics", "ratelimit")
+            for m in (
+                "render",
+                "pods",
+                "status",
+                "reconcile",
+                "controller",
+                "workqueue",
+                "metrics",
+                "ratelimit",
+            )
         ),
     ),
-    "ti/operator/render.py": (*PURE, "ti.operator.status", "ti.operator.reconcile", "ti.operator.controller"),
+    "ti/operator/render.py": (
+        *PURE,
+        "ti.operator.pods",
+        "ti.operator.status",
+        "ti.operator.reconcile",
+        "ti.operator.controller",
+    ),
+    "ti/operator/pods.py": (
+        *PURE,
+        "ti.catalog",
+        "ti.operator.status",
+        "ti.operator.render",
+        "ti.operator.reconcile",
+        "ti.operator.controller",
+    ),
     "ti/operator/status.py": (
         *PURE,
         "ti.catalog",
@@ -116,7 +139,7 @@ def test_toolkit_and_sdk_side_never_load_the_operator_or_a_client() -> None:
 def test_no_client_is_loaded_by_the_pure_core_even_indirectly() -> None:
     code = (
         "import sys; import ti.api, ti.api.crd, ti.api.docs, ti.catalog, ti.operator.settings, "
-        "ti.operator.render, ti.operator.status, ti.operator.reconcile; "
+        "ti.operator.render, ti.operator.pods, ti.operator.status, ti.operator.reconcile; "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {CLIENTS!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -8,15 +8,8 @@ import pytest
 from ti import contract
 from ti.api import ConditionStatus, ConditionType, InstancePhase, Phase, TFTrainingJobStatus
 from ti.api.models import REASONS
-from ti.operator.status import (
-    Outcome,
-    derive_status,
-    judge,
-    parse_time,
-    read_pod,
-    set_condition,
-    transition,
-)
+from ti.operator.pods import Outcome, parse_time, read_pod
+from ti.operator.status import derive_status, judge, set_condition, transition
 
 from .jobs import RUNNING, WAITING, at, done, job, pod
 

@@ -40,9 +40,10 @@ from ti.api import (
 from ti.api import models as reasons
 from ti.catalog import Catalog, CatalogError
 from ti.operator import status as st
+from ti.operator.pods import attempt_of, read_pod
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
-from ti.operator.status import attempt_of, current_attempt, derive_status, read_pod, transition
+from ti.operator.status import current_attempt, derive_status, transition
 
 # How soon to look again while waiting for pods to go away (their deletion events also wake us).
 WAIT_SECONDS = 2.0

@@ -1,17 +1,8 @@
-"""Pods → job status: phase, conditions, instances and the exit-code policy (DESIGN §2). Pure.
+"""The pods of an attempt → the job's status: its phase, conditions, instances and times. Pure.
 
-Exit-code policy, per pod of the current attempt:
-  0                      success
-  1-127                  the user's error (script, or a download the spec pointed at wrongly):
-                         the job fails at once, the termination message becomes failureReason
-  >= 128, evicted, preempted, deleted pod, lost node
-                         the platform's fault: all instances are retried together, up to
-                         runPolicy.backoffLimit, then BackoffLimitExceeded
-  upload exit 70 (or a message starting UploadFailed)  → Failed, UploadFailed
-A user error seen together with a platform fault is taken for its consequence (a worker dies when
-its peer is evicted), so the fault wins and the job is retried.
-
-Pods are plain dicts in the API server's JSON form (camelCase keys, RFC 3339 times).
+Each pod is read by `ti.operator.pods.read_pod` (the exit-code policy); `judge` weighs the pods of the
+current attempt together. A user error seen together with a platform fault is taken for its
+consequence (a worker dies when its peer is evicted), so the fault wins and the job is retried.
 """
 
 from __future__ import annotations
@@ -20,7 +11,6 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import Enum
 from typing import Any
 
 from ti import contract
@@ -34,38 +24,9 @@ from ti.api import (
     TFTrainingJob,
     TFTrainingJobStatus,
 )
-from ti.api.models import (
-    BACKOFF_LIMIT_EXCEEDED,
-    COMPLETED,
-    CONTAINER_CONFIG_ERROR,
-    DOWNLOAD_FAILED,
-    IMAGE_PULL_FAILED,
-    INVALID_IMAGE,
-    MAX_RUN_EXCEEDED,
-    SUSPENDED,
-    TRAINING_FAILED,
-    UNSCHEDULABLE,
-    UPLOAD_FAILED,
-)
+from ti.api.models import BACKOFF_LIMIT_EXCEEDED, COMPLETED, MAX_RUN_EXCEEDED, SUSPENDED, UNSCHEDULABLE
+from ti.operator.pods import Outcome, PodReport, attempt_of, clip, read_pod
 
-# Containers that wait with these reasons are not going anywhere; past the scheduling timeout the
-# job fails instead of holding its other pods' resources forever.
-_STUCK = {
-    "ErrImagePull": IMAGE_PULL_FAILED,
-    "ImagePullBackOff": IMAGE_PULL_FAILED,
-    "ErrImageNeverPull": IMAGE_PULL_FAILED,
-    "CreateContainerConfigError": CONTAINER_CONFIG_ERROR,
-    "CreateContainerError": CONTAINER_CONFIG_ERROR,
-    "RunContainerError": CONTAINER_CONFIG_ERROR,
-}
-_DISRUPTIONS = {
-    "PreemptionByScheduler": "Preempted",
-    "PreemptionByKubeScheduler": "Preempted",
-    "DeletionByTaintManager": "NodeLost",
-    "DeletionByPodGC": "NodeLost",
-    "EvictionByEvictionAPI": "Evicted",
-    "TerminationByKubelet": "Evicted",
-}
 _RUNNING_PHASES = (Phase.STARTING, Phase.DOWNLOADING, Phase.TRAINING, Phase.UPLOADING)
 _ACTIVE_PHASES = (Phase.DOWNLOADING, Phase.TRAINING, Phase.UPLOADING)
 _RANK = {
@@ -86,39 +47,6 @@ _JOB_PHASE = {
 }
 
 
-class Outcome(str, Enum):
-    """What one pod says about its attempt."""
-
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    USER_ERROR = "UserError"
-    UPLOAD_FAILED = "UploadFailed"
-    PLATFORM_FAULT = "PlatformFault"
-    DEADLINE = "DeadlineExceeded"
-
-
-@dataclass(frozen=True)
-class PodReport:
-    """One pod, read: where it stands, and if it ended, how and why."""
-
-    name: str
-    role: str
-    index: int
-    attempt: int
-    phase: InstancePhase
-    outcome: Outcome
-    reason: str | None = None
-    message: str | None = None
-    exit_code: int | None = None
-    node: str | None = None
-    created: datetime | None = None
-    started: datetime | None = None
-    scheduled: bool = False
-    stuck: str | None = None  # a waiting reason from _STUCK, with the kubelet's message in `message`
-    deleting: bool = False
-    result: str | None = None  # the upload step's termination message when it succeeded
-
-
 @dataclass(frozen=True)
 class Verdict:
     """What the pods of one attempt say about the job."""
@@ -128,175 +56,6 @@ class Verdict:
     reason: str | None = None
     message: str | None = None
     recheck_at: datetime | None = None  # the next moment a deadline may pass
-
-
-# ---- reading pods ---------------------------------------------------------------------------------
-
-
-def read_pod(pod: Mapping[str, Any]) -> PodReport:
-    """Classify one pod by the exit-code policy."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    status = pod.get("status") or {}
-    spec = pod.get("spec") or {}
-    pod_phase = status.get("phase") or "Pending"
-    name = meta.get("name", "")
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    scheduled_cond = conditions.get("PodScheduled") or {}
-    base: dict[str, Any] = {
-        "name": name,
-        "role": labels.get(contract.LABEL_ROLE, contract.ROLE_WORKER),
-        "index": _int(labels.get(contract.LABEL_INDEX), 0),
-        "attempt": attempt_of(pod),
-        "node": spec.get("nodeName") or None,
-        "created": parse_time(meta.get("creationTimestamp")),
-        "started": parse_time(status.get("startTime")),
-        "scheduled": bool(spec.get("nodeName")) or scheduled_cond.get("status") == "True",
-        "deleting": bool(meta.get("deletionTimestamp")),
-    }
-    containers = {c.get("name"): c for c in status.get("containerStatuses") or []}
-    init = {c.get("name"): c for c in status.get("initContainerStatuses") or []}
-    fetch, main, upload = (
-        init.get(contract.FETCH_CONTAINER),
-        containers.get(contract.MAIN_CONTAINER),
-        containers.get(contract.UPLOAD_CONTAINER),
-    )
-    main_end = _terminated(main)
-    if main_end is not None:
-        base["exit_code"] = main_end.get("exitCode")
-
-    def report(phase: InstancePhase, outcome: Outcome, **more: Any) -> PodReport:
-        return PodReport(**{**base, **more}, phase=phase, outcome=outcome)
-
-    if pod_phase == "Succeeded":
-        return report(InstancePhase.SUCCEEDED, Outcome.SUCCEEDED, result=_message(_terminated(upload)))
-
-    disruption = conditions.get("DisruptionTarget") or {}
-    if disruption.get("status") == "True":
-        reason = _DISRUPTIONS.get(disruption.get("reason", ""), disruption.get("reason") or "Disrupted")
-        return report(
-            InstancePhase.FAILED,
-            Outcome.PLATFORM_FAULT,
-            reason=reason,
-            message=f"{name}: {disruption.get('message') or reason}",
-        )
-    pod_reason = status.get("reason")
-    if pod_reason == "DeadlineExceeded":
-        return report(
-            InstancePhase.FAILED, Outcome.DEADLINE, reason=MAX_RUN_EXCEEDED, message=status.get("message")
-        )
-    if pod_phase == "Failed" and pod_reason:
-        # Pod-level failures (Evicted, NodeLost, Shutdown, UnexpectedAdmissionError, ...) are the node's.
-        return report(
-            InstancePhase.FAILED,
-            Outcome.PLATFORM_FAULT,
-            reason=pod_reason,
-            message=f"{name}: {status.get('message') or pod_reason}",
-        )
-    if pod_phase == "Unknown":
-        return report(
-            InstancePhase.FAILED, Outcome.PLATFORM_FAULT, reason="NodeLost", message=f"{name}: node lost"
-        )
-    if base["deleting"] and pod_phase != "Failed":
-        return report(
-            InstancePhase.DELETED,
-            Outcome.PLATFORM_FAULT,
-            reason="PodDeleted",
-            message=f"{name}: the pod was deleted while it ran",
-        )
-
-    for container, what, user_reason in (
-        (fetch, "the download step", DOWNLOAD_FAILED),
-        (main, "the training script", TRAINING_FAILED),
-    ):
-        end = _terminated(container)
-        if end is None or end.get("exitCode") == 0:
-            continue
-        if container is main and pod_phase != "Failed" and _terminated(upload) is None:
-            # The upload step still stores the failed run's logs; the verdict waits for the pod's end.
-            return report(InstancePhase.UPLOADING, Outcome.RUNNING)
-        code = int(end.get("exitCode", -1))
-        if 1 <= code <= 127:
-            text = _message(end) or f"{what} exited with code {code}"
-            return report(InstancePhase.FAILED, Outcome.USER_ERROR, reason=user_reason, message=text)
-        return report(InstancePhase.FAILED, Outcome.PLATFORM_FAULT, **_killed(name, what, end, code))
-
-    upload_end = _terminated(upload)
-    if upload_end is not None and upload_end.get("exitCode") != 0:
-        code = int(upload_end.get("exitCode", -1))
-        said = _message(upload_end)
-        if code == contract.UPLOAD_FAILED_EXIT_CODE or (said or "").startswith(contract.UPLOAD_FAILED_REASON):
-            return report(
-                InstancePhase.FAILED,
-                Outcome.UPLOAD_FAILED,
-                reason=UPLOAD_FAILED,
-                message=said or f"the upload step exited with code {code}",
-            )
-        if code >= 128 or code < 0:
-            return report(
-                InstancePhase.FAILED,
-                Outcome.PLATFORM_FAULT,
-                **_killed(name, "the upload step", upload_end, code),
-            )
-        return report(
-            InstancePhase.FAILED,
-            Outcome.UPLOAD_FAILED,
-            reason=UPLOAD_FAILED,
-            message=said or f"the upload step exited with code {code}",
-        )
-    if pod_phase == "Failed":
-        return report(
-            InstancePhase.FAILED,
-            Outcome.PLATFORM_FAULT,
-            reason="PodFailed",
-            message=f"{name}: {status.get('message') or 'pod failed'}",
-        )
-
-    for container in (fetch, main, upload):
-        waiting = ((container or {}).get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") == "InvalidImageName":
-            return report(
-                InstancePhase.FAILED,
-                Outcome.USER_ERROR,
-                reason=INVALID_IMAGE,
-                message=f"{name}: {waiting.get('message') or 'invalid image name'}",
-            )
-        if waiting.get("reason") in _STUCK:
-            base["stuck"] = _STUCK[waiting["reason"]]
-            base["message"] = f"{name}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
-            break
-    if not base["scheduled"] and scheduled_cond.get("reason") == "Unschedulable":
-        base["message"] = f"{name}: {scheduled_cond.get('message') or 'unschedulable'}"
-
-    if _running(main):
-        phase = InstancePhase.TRAINING
-    elif main_end is not None:
-        phase = InstancePhase.UPLOADING
-    elif _running(fetch) or (_terminated(fetch) or {}).get("exitCode") == 0:
-        # Between the fetch step's end and the main container's start the pod is still getting ready;
-        # calling that Downloading keeps the phase from stepping back to Starting.
-        phase = InstancePhase.DOWNLOADING
-    else:
-        phase = InstancePhase.STARTING
-    return report(phase, Outcome.RUNNING)
-
-
-def attempt_of(pod: Mapping[str, Any]) -> int:
-    """The retry attempt a pod belongs to (its attempt label)."""
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return _int(labels.get(contract.LABEL_ATTEMPT), 0)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 time from the API server (or a datetime) as an aware UTC datetime."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    text = str(value)
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
 # ---- judging an attempt ---------------------------------------------------------------------------
@@ -366,7 +125,7 @@ def judge(
         if failed:
             # The chief's message first: it is the one users expect to read.
             first = sorted(failed, key=lambda r: (r.role != contract.ROLE_WORKER, r.index))[0]
-            return Verdict(Phase.FAILED, reason=first.reason, message=_clip(first.message or ""))
+            return Verdict(Phase.FAILED, reason=first.reason, message=clip(first.message or ""))
 
     timeout = policy.scheduling_timeout_seconds
     recheck: list[float] = [max_run_end] if max_run_end is not None else []
@@ -598,35 +357,6 @@ def current_attempt(job: TFTrainingJob, pods: Iterable[Mapping[str, Any]]) -> in
 # ---- helpers --------------------------------------------------------------------------------------
 
 
-def _terminated(container: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not container:
-        return None
-    state = container.get("state") or {}
-    return state.get("terminated")
-
-
-def _running(container: Mapping[str, Any] | None) -> bool:
-    return bool(container and (container.get("state") or {}).get("running") is not None)
-
-
-def _message(end: Mapping[str, Any] | None) -> str | None:
-    text = ((end or {}).get("message") or "").strip()
-    return _clip(text) if text else None
-
-
-def _killed(name: str, what: str, end: Mapping[str, Any], code: int) -> dict[str, Any]:
-    term_reason = end.get("reason") or "Error"
-    reason = (
-        "OOMKilled" if term_reason == "OOMKilled" else f"ExitCode{code}" if code >= 0 else "ContainerFailed"
-    )
-    return {"reason": reason, "message": f"{name}: {what} was killed (exit code {code}, {term_reason})"}
-
-
-def _clip(text: str) -> str:
-    limit = contract.FAILURE_MESSAGE_LIMIT
-    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
-
-
 def _metrics(reports: Iterable[PodReport]) -> dict[str, float]:
     # The chief's upload step may end with {"metrics": {name: value}} as its termination message.
     for r in reports:
@@ -644,10 +374,3 @@ def _metrics(reports: Iterable[PodReport]) -> dict[str, float]:
 
 def _second(now: datetime) -> datetime:
     return now.astimezone(timezone.utc).replace(microsecond=0)
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
