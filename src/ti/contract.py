@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ti.reasons import Reason
+
 # ---- the /opt/ml layout inside every training container -------------------------------------------
 ML_ROOT = "/opt/ml"
 CODE_DIR = f"{ML_ROOT}/code"
@@ -46,7 +48,7 @@ UPLOAD_COMMAND = ["ti-toolkit", "upload"]
 # Exit code of the upload container when the upload failed; its termination message starts with
 # UPLOAD_FAILED_REASON so status derivation can tell it from the script's own failure.
 UPLOAD_FAILED_EXIT_CODE = 70
-UPLOAD_FAILED_REASON = "UploadFailed"
+UPLOAD_FAILED_REASON = Reason.UPLOAD_FAILED
 FAILURE_MESSAGE_LIMIT = 4096
 
 # ---- variables the training script sees (DESIGN §2) ------------------------------------------------

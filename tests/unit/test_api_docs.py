@@ -6,7 +6,7 @@ import pytest
 
 from ti.api import Phase, TFTrainingJob
 from ti.api.docs import DOCS_FILE, EXAMPLE, PHASES, render_markdown
-from ti.api.models import REASONS
+from ti.reasons import EventReason, Reason
 
 pytestmark = pytest.mark.unit
 
@@ -42,5 +42,6 @@ def test_every_field_phase_and_reason_is_documented() -> None:
     ):
         assert f"`{field}`" in text
     assert set(PHASES) == set(Phase)
-    for reason in REASONS:
-        assert f"`{reason}`" in text
+    for reason in [*Reason, *EventReason]:
+        assert reason.doc, f"{reason!r} has no line saying when it is set"
+        assert f"| `{reason}` | {reason.doc} |" in text

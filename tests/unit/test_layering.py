@@ -25,6 +25,7 @@ PURE = (*CLIENTS, *SDK)
 
 # module (file or package) → imports it must not make (modules of ours, or clients)
 LAYERS: dict[str, tuple[str, ...]] = {
+    "ti/reasons.py": (*PURE, *OPERATOR, "ti.api", "ti.catalog", "ti.storage", "ti.toolkit", "ti.contract"),
     "ti/contract.py": (*PURE, *OPERATOR, "ti.api", "ti.catalog", "ti.storage", "ti.toolkit"),
     "ti/api": (*PURE, *OPERATOR, "ti.catalog", "ti.storage", "ti.toolkit"),
     "ti/catalog": (*PURE, *OPERATOR, "ti.api", "ti.storage", "ti.toolkit"),

@@ -24,7 +24,8 @@ from ti.local.podstatus import (
 from ti.local.process import exit_code
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
-from ti.operator.status import derive_status, read_pod
+from ti.operator.pods import read_pod
+from ti.operator.status import derive_status
 
 pytestmark = pytest.mark.unit
 

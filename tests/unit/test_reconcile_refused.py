@@ -6,8 +6,9 @@ import pytest
 
 from ti.api import ConditionStatus, ConditionType, Phase, TFTrainingJob, status_body
 from ti.catalog import default_catalog
-from ti.operator.reconcile import FAILED_CREATE, REFUSED_RETRY_SECONDS, Plan, plan, refused
+from ti.operator.reconcile import REFUSED_RETRY_SECONDS, Plan, plan, refused
 from ti.operator.settings import OperatorConfig
+from ti.reasons import EventReason, Reason
 
 from .jobs import at, job
 
@@ -28,11 +29,13 @@ def test_a_refused_job_waits_in_pending_and_says_why_once() -> None:
     first = refused(job(), SA, at(0), CONFIG)
     assert first.status is not None and first.status_patch is not None
     assert first.status.phase == Phase.PENDING
-    assert first.status.reason == FAILED_CREATE
+    assert first.status.reason == Reason.FAILED_CREATE
     created = first.status.condition(ConditionType.CREATED)
     assert created is not None
     assert created.status == ConditionStatus.FALSE and created.message == SA
-    assert [(e.type, e.reason, e.message) for e in first.events] == [("Warning", FAILED_CREATE, SA)]
+    assert [(e.type, e.reason, e.message) for e in first.events] == [
+        ("Warning", EventReason.FAILED_CREATE, SA)
+    ]
     assert first.requeue_after == REFUSED_RETRY_SECONDS
     assert not first.create_pods and not first.delete_pods
 
@@ -69,7 +72,7 @@ def test_refused_past_the_scheduling_timeout_the_job_fails_and_frees_its_pods() 
 
     ended = refused(waiting, SA, at(60), CONFIG)
     assert ended.status is not None and ended.status.phase == Phase.FAILED
-    assert ended.status.reason == FAILED_CREATE
+    assert ended.status.reason == Reason.FAILED_CREATE
     assert ended.status.failure_reason is not None
     assert (
         "schedulingTimeoutSeconds (60s)" in ended.status.failure_reason and SA in ended.status.failure_reason

@@ -7,9 +7,9 @@ import pytest
 
 from ti import contract
 from ti.api import ConditionStatus, ConditionType, InstancePhase, Phase, TFTrainingJobStatus
-from ti.api.models import REASONS
 from ti.operator.pods import Outcome, parse_time, read_pod
 from ti.operator.status import derive_status, judge, set_condition, transition
+from ti.reasons import Reason
 
 from .jobs import RUNNING, WAITING, at, done, job, pod
 
@@ -596,7 +596,7 @@ def test_judge_with_no_pods_yet_counts_them_deleted() -> None:
 
 
 def test_reason_table_is_documented() -> None:
-    table = REASONS
+    table = {r.value for r in Reason}
     for reason in (
         "TrainingFailed",
         "DownloadFailed",

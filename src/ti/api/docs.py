@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 from ti.api.crd import PRINTER_COLUMNS, SHORT_NAMES, immutability_rules, openapi_schema
-from ti.api.models import API_VERSION, KIND, REASONS, ConditionType, Phase
+from ti.api.models import API_VERSION, KIND, ConditionType, Phase
+from ti.reasons import EXIT_CODE_PATTERN, EventReason, Reason
 
 DOCS_FILE = "docs/api.md"
 
@@ -36,6 +37,21 @@ CONDITIONS = {
     ConditionType.FAILED: "True when the job failed; reason and message as in status.",
     ConditionType.SUSPENDED: "True while suspended; False with reason Resumed after.",
 }
+
+_REASONS_INTRO = [
+    "`status.reason` and the reasons of the conditions, from `ti.reasons.Reason`. A failed job's Failed "
+    "condition carries its status.reason. While a retry waits, status.reason and the Restarting condition "
+    "say why; besides the reasons below that can be what Kubernetes said of a failed pod (Evicted, "
+    "Shutdown, ...), passed on as is. The Running condition's reason is the phase.",
+]
+_EXIT_CODE_DOC = (
+    "A container was killed with exit code n (128 or more: 128 + a signal, e.g. ExitCode137 for "
+    "SIGKILL): the platform's fault, retried."
+)
+_EVENTS_INTRO = [
+    "The operator records these Kubernetes Events on a job (`kubectl describe tftj <name>`), from "
+    "`ti.reasons.EventReason`.",
+]
 
 EXAMPLE = {
     "apiVersion": API_VERSION,
@@ -86,9 +102,11 @@ def render_markdown() -> str:
     out += [f"| `{p.value}` | {text} |" for p, text in PHASES.items()]
     out += ["", "## Conditions", "", "| Type | Meaning |", "|---|---|"]
     out += [f"| `{c.value}` | {text} |" for c, text in CONDITIONS.items()]
-    out += ["", "## Reasons", "", "`status.reason`, and the reason of the Failed condition:", ""]
-    out += ["| Reason | Meaning |", "|---|---|"]
-    out += [f"| `{reason}` | {text} |" for reason, text in REASONS.items()]
+    out += ["", "## Reasons", "", *_REASONS_INTRO, "", "| Reason | When |", "|---|---|"]
+    out += [f"| `{r.value}` | {_cell(r.doc)} |" for r in Reason]
+    out += [f"| `{EXIT_CODE_PATTERN}` | {_cell(_EXIT_CODE_DOC)} |"]
+    out += ["", "## Events", "", *_EVENTS_INTRO, "", "| Reason | When |", "|---|---|"]
+    out += [f"| `{e.value}` | {_cell(e.doc)} |" for e in EventReason]
     out += ["", "## Validation by the API server", ""]
     out += [f"- {_cell(r['message'])}" for r in _rules(schema) if "oldSelf" not in r["rule"]]
     frozen = [r["message"].split(" cannot change")[0] for r in immutability_rules()]

@@ -134,48 +134,6 @@ class InstancePhase(str, Enum):
     DELETED = "Deleted"
 
 
-# ---- reasons on status.reason and on the Failed condition ------------------------------------------
-INVALID_SPEC = "InvalidSpec"
-TRAINING_FAILED = "TrainingFailed"
-DOWNLOAD_FAILED = "DownloadFailed"
-UPLOAD_FAILED = contract.UPLOAD_FAILED_REASON
-BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
-UNSCHEDULABLE = "Unschedulable"
-MAX_RUN_EXCEEDED = "MaxRunExceeded"
-INVALID_IMAGE = "InvalidImage"
-IMAGE_PULL_FAILED = "ImagePullFailed"
-CONTAINER_CONFIG_ERROR = "ContainerConfigError"
-COMPLETED = "Completed"
-STOPPED = "Stopped"
-SUSPENDED = "Suspended"
-FAILED_CREATE = "FailedCreate"
-
-# What each reason means; docs/api.md prints this table.
-REASONS = {
-    INVALID_SPEC: "The spec names an unknown instance type or framework version, or a local-mode type in a "
-    "cluster. No pod is created; the message lists the valid choices.",
-    TRAINING_FAILED: "The training script exited with code 1-127. failureReason is what it wrote to "
-    "/opt/ml/output/failure, or the tail of its log. Not retried.",
-    DOWNLOAD_FAILED: "The download step (source, channels, checkpoints) exited with code 1-127, e.g. a URI "
-    "that does not exist or credentials that do not allow reading it. Not retried.",
-    UPLOAD_FAILED: "The upload of model, output or logs to outputPath failed. Not retried.",
-    BACKOFF_LIMIT_EXCEEDED: "A platform fault (exit code 128 or more, eviction, preemption, a deleted pod, a "
-    "lost node) happened again after runPolicy.backoffLimit retries.",
-    UNSCHEDULABLE: "Some pod was not scheduled within runPolicy.schedulingTimeoutSeconds; every pod of the "
-    "job was deleted so that it holds no GPUs.",
-    MAX_RUN_EXCEEDED: "The job ran longer than spec.maxRunSeconds.",
-    INVALID_IMAGE: "The training or toolkit image name is not valid.",
-    IMAGE_PULL_FAILED: "An image could not be pulled within runPolicy.schedulingTimeoutSeconds.",
-    CONTAINER_CONFIG_ERROR: "A container could not be created within runPolicy.schedulingTimeoutSeconds, "
-    "e.g. the storage Secret does not exist.",
-    COMPLETED: "Every worker finished with exit code 0 and the model was uploaded.",
-    STOPPED: "Stopped on request (runPolicy.stop).",
-    SUSPENDED: "Suspended on request (runPolicy.suspend); its pods are deleted.",
-    FAILED_CREATE: "The API server refused the job's pods (a missing ServiceAccount or PriorityClass, a "
-    "ResourceQuota, an admission rule). The job waits in Pending and retries, the Created condition "
-    "carrying the server's message; past runPolicy.schedulingTimeoutSeconds it fails and frees its pods.",
-}
-
 # ---- spec ---------------------------------------------------------------------------------------------
 
 

@@ -20,8 +20,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from ti.reasons import Reason
+
 CATALOG_FILE_ENV = "TI_CATALOG_FILE"
-INVALID_SPEC = "InvalidSpec"
+INVALID_SPEC = Reason.INVALID_SPEC
 
 
 class CatalogError(ValueError):
@@ -144,10 +146,10 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
         data = yaml.safe_load(Path(chosen).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
         raise CatalogError(
-            f"cannot read catalog file {str(chosen)!r}: {err}", reason="InvalidCatalog"
+            f"cannot read catalog file {str(chosen)!r}: {err}", reason=Reason.INVALID_CATALOG
         ) from err
     if not isinstance(data, Mapping):
-        raise CatalogError(f"catalog file {str(chosen)!r} is not a mapping", reason="InvalidCatalog")
+        raise CatalogError(f"catalog file {str(chosen)!r} is not a mapping", reason=Reason.INVALID_CATALOG)
     data = dict(data)
     if data.pop("inheritDefaults", True):
         base_data = base.model_dump(by_alias=True)
@@ -167,7 +169,7 @@ def _parse(data: Mapping[str, Any], *, source: str) -> Catalog:
     try:
         return Catalog.model_validate(data)
     except ValidationError as err:
-        raise CatalogError(f"invalid catalog in {source}: {err}", reason="InvalidCatalog") from err
+        raise CatalogError(f"invalid catalog in {source}: {err}", reason=Reason.INVALID_CATALOG) from err
 
 
 def _normal_version(version: str) -> tuple[int, ...]:

@@ -40,7 +40,7 @@ from ti.local.process import (
     loopback_addresses,
     termination_log_path,
 )
-from ti.operator.status import Outcome, read_pod
+from ti.operator.pods import Outcome, read_pod
 from ti.toolkit.layout import rebase
 from ti.toolkit.report import read_message
 

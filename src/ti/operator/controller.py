@@ -1,8 +1,15 @@
 """The operator's I/O: read a job and its pods fresh from the API server, ask
-`ti.operator.reconcile.plan` what to do, apply it. kopf's handlers in operator/handlers.py only call `Controller.reconcile`.
+`ti.operator.reconcile.plan` what to do, apply it. kopf's handlers in operator/handlers.py only call
+`Controller.enqueue`.
 
 Requeues (a scheduling deadline, pods still terminating, a TTL) run from one scheduler thread instead
 of kopf timers: timers would put a finalizer on every job, two more writes per job for nothing.
+
+No reconcile fails silently: one that raises is retried with exponential backoff per job
+(`ItemBackoff`), counted in ti_reconcile_errors_total{error=<class>}, and shown on the job as a
+Warning Event (ReconcileError) naming the error class and what the API server said, once per distinct
+error. Its message never holds a request, a header or a response body: only status, reason and the
+server's own message.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from pydantic import ValidationError
 from ti import contract
 from ti.api import API_VERSION, KIND, PLURAL, ObjectMeta, TFTrainingJob
 from ti.catalog import Catalog
-from ti.operator.metrics import JOBS_CREATED, JOBS_FAILED, JOBS_RESTARTED, JOBS_SUCCEEDED, RECONCILE_SECONDS
+from ti.operator import metrics
+from ti.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
 from ti.operator.reconcile import Event, Plan, describe, plan, refused, unparsable
 from ti.operator.settings import OperatorConfig
-from ti.operator.workqueue import Key, Scheduler, WorkQueue
+from ti.operator.workqueue import ItemBackoff, Key, Scheduler, WorkQueue
+from ti.reasons import EventReason
 
 GROUP, VERSION = API_VERSION.split("/")
 log = logging.getLogger("ti.operator.controller")
@@ -35,11 +44,31 @@ log = logging.getLogger("ti.operator.controller")
 _REFUSED = (400, 403, 422)
 
 
+_ERROR_MESSAGE_LIMIT = 1024
+
+
 def _api_message(err: ApiException) -> str:
     try:
         return str(json.loads(err.body or "")["message"])
     except (TypeError, ValueError, KeyError):
         return f"{err.status} {err.reason}"
+
+
+def error_message(err: BaseException) -> str:
+    """What a user may read of a reconcile's error: its class and, for the API server's refusals, the
+    status, reason and the server's own message. Never str(ApiException): that holds the response's
+    headers and body."""
+    kind = type(err).__name__
+    if isinstance(err, ApiException):
+        said = f"{kind}: {err.status} {err.reason}"
+        try:
+            server = json.loads(err.body or "")["message"]
+        except (TypeError, ValueError, KeyError):
+            server = None
+        text = f"{said}: {server}" if isinstance(server, str) and server else said
+    else:
+        text = f"{kind}: {err}" if str(err) else kind
+    return text if len(text) <= _ERROR_MESSAGE_LIMIT else text[: _ERROR_MESSAGE_LIMIT - 1] + "…"
 
 
 @dataclass
@@ -54,6 +83,9 @@ class Controller:
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
     _scheduler: Scheduler | None = None
     _queue: WorkQueue | None = None
+    backoff: ItemBackoff = field(default_factory=ItemBackoff)
+    _errors: dict[Key, str] = field(default_factory=dict)  # the last error reported per job
+    _seen: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)  # uid, resourceVersion
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
@@ -69,6 +101,8 @@ class Controller:
             if body is None:
                 self.forget(namespace, name)
                 return None
+            meta = body.get("metadata") or {}
+            self._seen[(namespace, name)] = (meta.get("uid"), meta.get("resourceVersion"))
             try:
                 job = TFTrainingJob.from_body(body)
             except ValidationError as err:
@@ -137,6 +171,9 @@ class Controller:
             self._scheduler.drop((namespace, name))
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
+            self._errors.pop((namespace, name), None)
+            self._seen.pop((namespace, name), None)
+        self.backoff.succeeded((namespace, name))
 
     # -- applying a plan, in the order reconcile.plan documents ---------------------------------------
 
@@ -173,7 +210,7 @@ class Controller:
             )
         for e in p.events:
             self._event(job, e)
-            self._count(e)
+            metrics.count(e)
         if p.delete_job:
             self._ignore(
                 404,
@@ -188,16 +225,19 @@ class Controller:
         return p
 
     def _event(self, job: TFTrainingJob, e: Event) -> None:
+        self._record(job.namespace, job.name, job.metadata.uid, job.metadata.resource_version, e)
+
+    def _record(self, namespace: str, name: str, uid: str | None, version: str | None, e: Event) -> None:
         now = self.clock()
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{job.name}.", namespace=job.namespace),
+            metadata=client.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
             involved_object=client.V1ObjectReference(
                 api_version=API_VERSION,
                 kind=KIND,
-                name=job.name,
-                namespace=job.namespace,
-                uid=job.metadata.uid,
-                resource_version=job.metadata.resource_version,
+                name=name,
+                namespace=namespace,
+                uid=uid,
+                resource_version=version,
             ),
             reason=e.reason,
             message=e.message[:1024],
@@ -210,22 +250,9 @@ class Controller:
             reporting_instance="ti-operator",
         )
         try:
-            self.core.create_namespaced_event(job.namespace, event)
+            self.core.create_namespaced_event(namespace, event)
         except ApiException as err:  # an event lost is not worth a failed reconcile
-            log.warning(
-                "could not record event %s on %s/%s: %s", e.reason, job.namespace, job.name, err.reason
-            )
-
-    @staticmethod
-    def _count(e: Event) -> None:
-        if e.reason == "Created" and "(attempt 0)" in e.message:
-            JOBS_CREATED.inc()
-        elif e.reason == "Completed":
-            JOBS_SUCCEEDED.inc()
-        elif e.reason == "Failed":
-            JOBS_FAILED.labels(reason=e.message.split(":", 1)[0]).inc()
-        elif e.reason == "Restarting":
-            JOBS_RESTARTED.inc()
+            log.warning("could not record event %s on %s/%s: %s", e.reason, namespace, name, err.reason)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -263,5 +290,35 @@ class Controller:
     def _requeued(self, key: Key) -> None:
         try:
             self.reconcile(*key)
-        except Exception:  # the next event or resync tries again
-            log.exception("reconcile of %s/%s failed", *key)
+        except Exception as err:
+            self._failed(key, err)
+        else:
+            self.backoff.succeeded(key)
+            with self._locks_guard:
+                self._errors.pop(key, None)
+
+    def _failed(self, key: Key, err: Exception) -> None:
+        """Retry a reconcile that raised after its backoff, count it, and tell the job's owner once."""
+        delay = self.backoff.failed(key)
+        said = error_message(err)
+        RECONCILE_ERRORS.labels(error=type(err).__name__).inc()
+        if self._scheduler is not None:
+            self._scheduler.at(time.monotonic() + delay, key)
+        if isinstance(err, ApiException):  # the server's refusal; its traceback says nothing more
+            log.warning("reconcile of %s/%s failed, retrying in %gs: %s", *key, delay, said)
+        else:  # a bug: the traceback is what finds it
+            log.error("reconcile of %s/%s failed, retrying in %gs: %s", *key, delay, said, exc_info=err)
+        with self._locks_guard:
+            if self._errors.get(key) == said:
+                return
+            self._errors[key] = said
+            uid, version = self._seen.get(key, (None, None))
+        event = Event(
+            "Warning",
+            EventReason.RECONCILE_ERROR,
+            f"{said} (retrying in {delay:g}s, backing off to {self.backoff.cap:g}s)",
+        )
+        try:
+            self._record(*key, uid, version, event)
+        except Exception as lost:  # the retry above still runs; only the telling is lost
+            log.warning("could not record the error of %s/%s: %s", *key, error_message(lost))

@@ -24,45 +24,39 @@ from typing import Any
 
 from ti import contract
 from ti.api import InstancePhase
-from ti.api.models import (
-    CONTAINER_CONFIG_ERROR,
-    DOWNLOAD_FAILED,
-    IMAGE_PULL_FAILED,
-    INVALID_IMAGE,
-    MAX_RUN_EXCEEDED,
-    TRAINING_FAILED,
-    UPLOAD_FAILED,
-)
+from ti.reasons import Reason, exit_code
 
 # Containers that wait with these reasons are not going anywhere; past the scheduling timeout the
 # job fails instead of holding its other pods' resources forever.
+# (The keys are the kubelet's waiting reasons; the values are ours.)
 _STUCK = {
-    "ErrImagePull": IMAGE_PULL_FAILED,
-    "ImagePullBackOff": IMAGE_PULL_FAILED,
-    "ErrImageNeverPull": IMAGE_PULL_FAILED,
-    "CreateContainerConfigError": CONTAINER_CONFIG_ERROR,
-    "CreateContainerError": CONTAINER_CONFIG_ERROR,
-    "RunContainerError": CONTAINER_CONFIG_ERROR,
+    "ErrImagePull": Reason.IMAGE_PULL_FAILED,
+    "ImagePullBackOff": Reason.IMAGE_PULL_FAILED,
+    "ErrImageNeverPull": Reason.IMAGE_PULL_FAILED,
+    "CreateContainerConfigError": Reason.CONTAINER_CONFIG_ERROR,
+    "CreateContainerError": Reason.CONTAINER_CONFIG_ERROR,
+    "RunContainerError": Reason.CONTAINER_CONFIG_ERROR,
 }
+# The reasons of a pod's DisruptionTarget condition (Kubernetes' words) → ours.
 _DISRUPTIONS = {
-    "PreemptionByScheduler": "Preempted",
-    "PreemptionByKubeScheduler": "Preempted",
-    "DeletionByTaintManager": "NodeLost",
-    "DeletionByPodGC": "NodeLost",
-    "EvictionByEvictionAPI": "Evicted",
-    "TerminationByKubelet": "Evicted",
+    "PreemptionByScheduler": Reason.PREEMPTED,
+    "PreemptionByKubeScheduler": Reason.PREEMPTED,
+    "DeletionByTaintManager": Reason.NODE_LOST,
+    "DeletionByPodGC": Reason.NODE_LOST,
+    "EvictionByEvictionAPI": Reason.EVICTED,
+    "TerminationByKubelet": Reason.EVICTED,
 }
 
 
 class Outcome(str, Enum):
     """What one pod says about its attempt."""
 
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    USER_ERROR = "UserError"
-    UPLOAD_FAILED = "UploadFailed"
-    PLATFORM_FAULT = "PlatformFault"
-    DEADLINE = "DeadlineExceeded"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    USER_ERROR = "user error"  # not retried
+    UPLOAD_FAILED = "upload failed"  # not retried
+    PLATFORM_FAULT = "platform fault"  # retried, up to runPolicy.backoffLimit
+    DEADLINE = "deadline"  # spec.maxRunSeconds passed
 
 
 @dataclass(frozen=True)
@@ -198,7 +192,7 @@ def _disrupted(pod: _Pod) -> PodReport | None:
     if disruption.get("status") != "True":
         return None
     said = disruption.get("reason") or ""
-    reason = _DISRUPTIONS.get(said, said or "Disrupted")
+    reason = _DISRUPTIONS.get(said) or said or Reason.DISRUPTED
     return pod.fault(reason, f"{pod.name}: {disruption.get('message') or reason}")
 
 
@@ -206,7 +200,10 @@ def _past_deadline(pod: _Pod) -> PodReport | None:
     if pod.status.get("reason") != "DeadlineExceeded":
         return None
     return pod.report(
-        InstancePhase.FAILED, Outcome.DEADLINE, reason=MAX_RUN_EXCEEDED, message=pod.status.get("message")
+        InstancePhase.FAILED,
+        Outcome.DEADLINE,
+        reason=Reason.MAX_RUN_EXCEEDED,
+        message=pod.status.get("message"),
     )
 
 
@@ -221,7 +218,7 @@ def _failed_by_node(pod: _Pod) -> PodReport | None:
 def _node_unknown(pod: _Pod) -> PodReport | None:
     if pod.phase != "Unknown":
         return None
-    return pod.fault("NodeLost", f"{pod.name}: node lost")
+    return pod.fault(Reason.NODE_LOST, f"{pod.name}: node lost")
 
 
 def _deleted(pod: _Pod) -> PodReport | None:
@@ -230,13 +227,13 @@ def _deleted(pod: _Pod) -> PodReport | None:
     return pod.report(
         InstancePhase.DELETED,
         Outcome.PLATFORM_FAULT,
-        reason="PodDeleted",
+        reason=Reason.POD_DELETED,
         message=f"{pod.name}: the pod was deleted while it ran",
     )
 
 
 def _fetch_failed(pod: _Pod) -> PodReport | None:
-    return _step_failed(pod, _terminated(pod.fetch), "the download step", DOWNLOAD_FAILED)
+    return _step_failed(pod, _terminated(pod.fetch), "the download step", Reason.DOWNLOAD_FAILED)
 
 
 def _script_failed(pod: _Pod) -> PodReport | None:
@@ -246,7 +243,7 @@ def _script_failed(pod: _Pod) -> PodReport | None:
     if pod.phase != "Failed" and _terminated(pod.upload) is None:
         # The upload step still stores the failed run's logs; the verdict waits for the pod's end.
         return pod.report(InstancePhase.UPLOADING, Outcome.RUNNING)
-    return _step_failed(pod, end, "the training script", TRAINING_FAILED)
+    return _step_failed(pod, end, "the training script", Reason.TRAINING_FAILED)
 
 
 def _upload_failed(pod: _Pod) -> PodReport | None:
@@ -265,7 +262,7 @@ def _upload_failed(pod: _Pod) -> PodReport | None:
     return pod.report(
         InstancePhase.FAILED,
         Outcome.UPLOAD_FAILED,
-        reason=UPLOAD_FAILED,
+        reason=Reason.UPLOAD_FAILED,
         message=said or f"the upload step exited with code {code}",
     )
 
@@ -273,7 +270,7 @@ def _upload_failed(pod: _Pod) -> PodReport | None:
 def _failed_otherwise(pod: _Pod) -> PodReport | None:
     if pod.phase != "Failed":
         return None
-    return pod.fault("PodFailed", f"{pod.name}: {pod.status.get('message') or 'pod failed'}")
+    return pod.fault(Reason.POD_FAILED, f"{pod.name}: {pod.status.get('message') or 'pod failed'}")
 
 
 def _invalid_image(pod: _Pod) -> PodReport | None:
@@ -284,7 +281,7 @@ def _invalid_image(pod: _Pod) -> PodReport | None:
             return pod.report(
                 InstancePhase.FAILED,
                 Outcome.USER_ERROR,
-                reason=INVALID_IMAGE,
+                reason=Reason.INVALID_IMAGE,
                 message=f"{pod.name}: {waiting.get('message') or 'invalid image name'}",
             )
         if waiting.get("reason") in _STUCK:
@@ -376,9 +373,10 @@ def _message(end: Mapping[str, Any] | None) -> str | None:
 
 def _killed(name: str, what: str, end: Mapping[str, Any], code: int) -> dict[str, Any]:
     term_reason = end.get("reason") or "Error"
-    reason = (
-        "OOMKilled" if term_reason == "OOMKilled" else f"ExitCode{code}" if code >= 0 else "ContainerFailed"
-    )
+    if term_reason == Reason.OOM_KILLED:  # the kubelet's word, and ours
+        reason: str = Reason.OOM_KILLED
+    else:
+        reason = exit_code(code) if code >= 0 else Reason.CONTAINER_FAILED
     return {"reason": reason, "message": f"{name}: {what} was killed (exit code {code}, {term_reason})"}
 
 

@@ -37,13 +37,13 @@ from ti.api import (
     TFTrainingJobStatus,
     status_body,
 )
-from ti.api import models as reasons
 from ti.catalog import Catalog, CatalogError
 from ti.operator import status as st
 from ti.operator.pods import attempt_of, read_pod
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
 from ti.operator.status import current_attempt, derive_status, transition
+from ti.reasons import Deletion, EventReason, Reason
 
 # How soon to look again while waiting for pods to go away (their deletion events also wake us).
 WAIT_SECONDS = 2.0
@@ -52,17 +52,16 @@ WAIT_SECONDS = 2.0
 # meet new pods of the same names.
 RETRY_BACKOFF_SECONDS = 3.0
 
-# Why a job waits when the API server refuses its pods, and how soon creating them is tried again.
-FAILED_CREATE = reasons.FAILED_CREATE
+# How soon creating pods the API server refused is tried again.
 REFUSED_RETRY_SECONDS = 10.0
 
 _CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED)
 _FREE_ALL_REASONS = (
-    reasons.UNSCHEDULABLE,
-    reasons.FAILED_CREATE,
-    reasons.MAX_RUN_EXCEEDED,
-    reasons.INVALID_SPEC,
-    reasons.BACKOFF_LIMIT_EXCEEDED,
+    Reason.UNSCHEDULABLE,
+    Reason.FAILED_CREATE,
+    Reason.MAX_RUN_EXCEEDED,
+    Reason.INVALID_SPEC,
+    Reason.BACKOFF_LIMIT_EXCEEDED,
 )
 
 
@@ -70,9 +69,8 @@ _FREE_ALL_REASONS = (
 class PodDeletion:
     """A pod to delete, why, and its SIGTERM grace (0 for pods that already ended).
 
-    Reasons: retry, stop, suspend, outdated (a pod of an earlier attempt), clean (cleanPodPolicy), or
-    the job's failure reason when an ending frees every running pod whatever the policy
-    (Unschedulable, MaxRunExceeded, BackoffLimitExceeded, InvalidSpec; Stopped).
+    The reason is a `Deletion`, or the job's Reason when an ending frees every running pod whatever
+    the policy (Unschedulable, MaxRunExceeded, BackoffLimitExceeded, InvalidSpec; Stopped).
     """
 
     name: str
@@ -82,11 +80,14 @@ class PodDeletion:
 
 @dataclass(frozen=True)
 class Event:
-    """A Kubernetes Event to record on the job."""
+    """A Kubernetes Event to record on the job, with the facts the operator's metrics count: they read
+    these fields, never the message."""
 
     type: Literal["Normal", "Warning"]
-    reason: str
+    reason: EventReason
     message: str
+    attempt: int | None = None  # the attempt it is about (Created, Restarting, InstanceFailed)
+    status_reason: str | None = None  # the job's status.reason when it is about the job's end (Failed)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def refused(job: TFTrainingJob, message: str, now: datetime, config: OperatorCon
     was = old.condition(ConditionType.CREATED)
     refused_since = (
         was.last_transition_time
-        if old.reason == FAILED_CREATE and was is not None and was.status == ConditionStatus.FALSE
+        if old.reason == Reason.FAILED_CREATE and was is not None and was.status == ConditionStatus.FALSE
         else None
     )
     timeout = job.spec.run_policy.scheduling_timeout_seconds
@@ -160,34 +161,41 @@ def refused(job: TFTrainingJob, message: str, now: datetime, config: OperatorCon
             f"({timeout}s): {message}"
         )
         failed = transition(
-            old, Phase.FAILED, reason=FAILED_CREATE, message=reason, now=now, generation=generation
+            old, Phase.FAILED, reason=Reason.FAILED_CREATE, message=reason, now=now, generation=generation
         )
         return Plan(
             status=failed,
             status_patch=merge_patch(status_body(old), status_body(failed)),
-            events=[Event("Warning", "Failed", f"{FAILED_CREATE}: {reason}")],
+            events=[
+                Event(
+                    "Warning",
+                    EventReason.FAILED,
+                    f"{Reason.FAILED_CREATE}: {reason}",
+                    status_reason=Reason.FAILED_CREATE,
+                )
+            ],
             requeue_after=WAIT_SECONDS,  # the next reconcile frees what was created
         )
     new = transition(
-        old, Phase.PENDING, reason=FAILED_CREATE, message=message, now=now, generation=generation
+        old, Phase.PENDING, reason=Reason.FAILED_CREATE, message=message, now=now, generation=generation
     )
     st.set_condition(
         new,
         ConditionType.CREATED,
         False,
-        reason=FAILED_CREATE,
+        reason=Reason.FAILED_CREATE,
         message=message,
         now=now,
         generation=generation,
     )
-    seen = old.reason == FAILED_CREATE and was is not None and was.message == message
+    seen = old.reason == Reason.FAILED_CREATE and was is not None and was.message == message
     old_body = status_body(old) if job.status is not None else {}
     new_body = status_body(new)
     patch = merge_patch(old_body, new_body) if new_body != old_body else None
     return Plan(
         status=new if patch else None,
         status_patch=patch or None,
-        events=[] if seen else [Event("Warning", FAILED_CREATE, message)],
+        events=[] if seen else [Event("Warning", EventReason.FAILED_CREATE, message)],
         requeue_after=float(min(REFUSED_RETRY_SECONDS, config.resync_seconds)),
     )
 
@@ -208,7 +216,7 @@ def unparsable(body: Mapping[str, Any], message: str, now: datetime) -> Plan:
     new = transition(
         old,
         Phase.FAILED,
-        reason=reasons.INVALID_SPEC,
+        reason=Reason.INVALID_SPEC,
         message=message,
         now=now,
         generation=meta.get("generation"),
@@ -217,7 +225,14 @@ def unparsable(body: Mapping[str, Any], message: str, now: datetime) -> Plan:
     return Plan(
         status=new,
         status_patch=patch or None,
-        events=[Event("Warning", "Failed", f"{reasons.INVALID_SPEC}: {message}")],
+        events=[
+            Event(
+                "Warning",
+                EventReason.FAILED,
+                f"{Reason.INVALID_SPEC}: {message}",
+                status_reason=Reason.INVALID_SPEC,
+            )
+        ],
     )
 
 
@@ -276,8 +291,8 @@ class _Decision:
         try:
             rendered = render(job, catalog, self.config, attempt, now=self.now)
         except CatalogError as err:
-            self.fail(reasons.INVALID_SPEC, err.message)
-            self.delete(_live(mine), reasons.INVALID_SPEC, graceful=True)
+            self.fail(Reason.INVALID_SPEC, err.message)
+            self.delete(_live(mine), Reason.INVALID_SPEC, graceful=True)
             return
 
         policy = job.spec.run_policy
@@ -290,7 +305,7 @@ class _Decision:
 
         outdated = [p for p in mine if attempt_of(p) != attempt]
         current = [p for p in mine if attempt_of(p) == attempt]
-        self.delete(outdated, "outdated", graceful=False)
+        self.delete(outdated, Deletion.OUTDATED, graceful=False)
 
         if old.phase in _CREATABLE:
             # This attempt's pods are not known to exist: create those missing, once nothing that
@@ -299,7 +314,7 @@ class _Decision:
             if blockers:
                 self.to(
                     Phase.PENDING,
-                    reason=old.reason if old.phase == Phase.PENDING else "WaitingForPods",
+                    reason=old.reason if old.phase == Phase.PENDING else Reason.WAITING_FOR_PODS,
                     message=f"waiting for {len(blockers)} old pods to go away",
                 )
                 self.requeue.append(WAIT_SECONDS)
@@ -321,7 +336,12 @@ class _Decision:
                     for i in st.instance_statuses(job, [read_pod(p) for p in current], attempt)
                 ]
                 pods = "pod" if len(missing) == 1 else "pods"
-                self.event("Normal", "Created", f"created {len(missing)} {pods} (attempt {attempt})")
+                self.event(
+                    "Normal",
+                    EventReason.CREATED,
+                    f"created {len(missing)} {pods} (attempt {attempt})",
+                    attempt=attempt,
+                )
                 # Pod events wake the operator as the pods move; this is the deadline if none come.
                 self.requeue.append(float(policy.scheduling_timeout_seconds))
                 return
@@ -332,12 +352,13 @@ class _Decision:
         self.new, verdict = derive_status(job, mine, self.now)
         self.instance_events(current, attempt)
         if verdict.retry:
-            self.delete(current, "retry", graceful=True)
+            self.delete(current, Deletion.RETRY, graceful=True)
             self.event(
                 "Warning",
-                "Restarting",
+                EventReason.RESTARTING,
                 f"restarting all instances (attempt {self.new.restart_count} of "
                 f"runPolicy.backoffLimit {policy.backoff_limit}): {verdict.message}",
+                attempt=self.new.restart_count,
             )
             self.requeue.append(WAIT_SECONDS)
             return
@@ -367,26 +388,36 @@ class _Decision:
 
     def stop(self, mine: list[Mapping[str, Any]]) -> None:
         live = _live(mine)
-        self.delete(live, "stop", graceful=True)
+        self.delete(live, Deletion.STOP, graceful=True)
         if live:
             self.to(
-                Phase.STOPPING, reason="StopRequested", message="runPolicy.stop is true: stopping the pods"
+                Phase.STOPPING,
+                reason=Reason.STOP_REQUESTED,
+                message="runPolicy.stop is true: stopping the pods",
             )
             if self.old.phase != Phase.STOPPING:
-                self.event("Normal", "Stopping", "runPolicy.stop is true: sending SIGTERM to every instance")
+                self.event(
+                    "Normal",
+                    EventReason.STOPPING,
+                    "runPolicy.stop is true: sending SIGTERM to every instance",
+                )
             self.requeue.append(WAIT_SECONDS)
             return
-        self.to(Phase.STOPPED, reason=reasons.STOPPED, message="stopped on request (runPolicy.stop)")
-        self.event("Normal", "Stopped", "the job was stopped on request; what was uploaded is kept")
+        self.to(Phase.STOPPED, reason=Reason.STOPPED, message="stopped on request (runPolicy.stop)")
+        self.event("Normal", EventReason.STOPPED, "the job was stopped on request; what was uploaded is kept")
         self.clean(mine, self.new)
         self.ttl(self.new)
 
     def suspend(self, mine: list[Mapping[str, Any]]) -> None:
-        self.delete(mine, "suspend", graceful=True)
-        self.to(Phase.SUSPENDED, reason=reasons.SUSPENDED, message="runPolicy.suspend is true: pods deleted")
+        self.delete(mine, Deletion.SUSPEND, graceful=True)
+        self.to(Phase.SUSPENDED, reason=Reason.SUSPENDED, message="runPolicy.suspend is true: pods deleted")
         self.new.instances = st.instance_statuses(self.job, [], self.new.restart_count)
         if self.old.phase != Phase.SUSPENDED:
-            self.event("Normal", "Suspended", "runPolicy.suspend is true: deleting the pods, keeping the job")
+            self.event(
+                "Normal",
+                EventReason.SUSPENDED,
+                "runPolicy.suspend is true: deleting the pods, keeping the job",
+            )
         if mine:
             self.requeue.append(WAIT_SECONDS)
 
@@ -421,13 +452,13 @@ class _Decision:
         live = _live(mine)
         forced = status.reason in _FREE_ALL_REASONS or status.phase == Phase.STOPPED
         # Forced frees carry the job's reason (e.g. Unschedulable), so the caller can log why.
-        why = (status.reason or "clean") if forced else "clean"
+        why = (status.reason or Deletion.CLEAN) if forced else Deletion.CLEAN
         if policy == CleanPodPolicy.ALL:
             self.delete(mine, why, graceful=True)
         elif policy == CleanPodPolicy.RUNNING or forced:
             self.delete(live, why, graceful=True)
         attempt = status.restart_count
-        self.delete([p for p in mine if attempt_of(p) != attempt], "outdated", graceful=False)
+        self.delete([p for p in mine if attempt_of(p) != attempt], Deletion.OUTDATED, graceful=False)
 
     def ttl(self, status: TFTrainingJobStatus) -> None:
         seconds = self.job.spec.run_policy.ttl_seconds_after_finished
@@ -440,16 +471,31 @@ class _Decision:
         else:
             self.requeue.append(left)
 
-    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
+    def event(
+        self,
+        type_: Literal["Normal", "Warning"],
+        reason: EventReason,
+        message: str,
+        *,
+        attempt: int | None = None,
+        status_reason: str | None = None,
+    ) -> None:
+        self.events.append(Event(type_, reason, message, attempt=attempt, status_reason=status_reason))
 
     def finish_events(self) -> None:
         if self.old.phase == self.new.phase:
             return
         if self.new.phase == Phase.COMPLETED:
-            self.event("Normal", "Completed", f"training completed; model at {self.new.model_artifacts}")
+            self.event(
+                "Normal", EventReason.COMPLETED, f"training completed; model at {self.new.model_artifacts}"
+            )
         elif self.new.phase == Phase.FAILED:
-            self.event("Warning", "Failed", f"{self.new.reason}: {self.new.failure_reason}")
+            self.event(
+                "Warning",
+                EventReason.FAILED,
+                f"{self.new.reason}: {self.new.failure_reason}",
+                status_reason=self.new.reason,
+            )
 
     def instance_events(self, current: list[Mapping[str, Any]], attempt: int) -> None:
         # Once per instance and attempt: status remembers what was already reported.
@@ -462,14 +508,15 @@ class _Decision:
             code = f" with exit code {r.exit_code}" if r.exit_code is not None else ""
             self.event(
                 "Warning",
-                "InstanceFailed",
+                EventReason.INSTANCE_FAILED,
                 f"{r.name} failed{code}: {r.reason}: {r.message or ''}".rstrip(": "),
+                attempt=attempt,
             )
 
     def transition_events(self) -> None:
         if self.old.phase == Phase.SUSPENDED and self.new.phase not in (Phase.SUSPENDED, None):
             self.events.insert(
-                0, Event("Normal", "Resumed", "runPolicy.suspend is false: recreating the pods")
+                0, Event("Normal", EventReason.RESUMED, "runPolicy.suspend is false: recreating the pods")
             )
 
     def plan(self) -> Plan:

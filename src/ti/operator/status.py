@@ -24,8 +24,8 @@ from ti.api import (
     TFTrainingJob,
     TFTrainingJobStatus,
 )
-from ti.api.models import BACKOFF_LIMIT_EXCEEDED, COMPLETED, MAX_RUN_EXCEEDED, SUSPENDED, UNSCHEDULABLE
 from ti.operator.pods import Outcome, PodReport, attempt_of, clip, read_pod
+from ti.reasons import Reason
 
 _RUNNING_PHASES = (Phase.STARTING, Phase.DOWNLOADING, Phase.TRAINING, Phase.UPLOADING)
 _ACTIVE_PHASES = (Phase.DOWNLOADING, Phase.TRAINING, Phase.UPLOADING)
@@ -93,7 +93,7 @@ def judge(
                 attempt=0,
                 phase=phase,
                 outcome=outcome,
-                reason="PodDeleted",
+                reason=Reason.POD_DELETED,
                 message=f"{ref.name}: the pod is gone",
             )
         current.append(found)
@@ -104,7 +104,7 @@ def judge(
     if deadline is not None or (max_run_end is not None and now.timestamp() >= max_run_end):
         return Verdict(
             Phase.FAILED,
-            reason=MAX_RUN_EXCEEDED,
+            reason=Reason.MAX_RUN_EXCEEDED,
             message=f"the job ran longer than spec.maxRunSeconds ({spec.max_run_seconds}s)",
         )
 
@@ -115,7 +115,7 @@ def judge(
         if attempt >= policy.backoff_limit:
             return Verdict(
                 Phase.FAILED,
-                reason=BACKOFF_LIMIT_EXCEEDED,
+                reason=Reason.BACKOFF_LIMIT_EXCEEDED,
                 message=f"retried {attempt} times (runPolicy.backoffLimit {policy.backoff_limit}): {what}",
             )
         return Verdict(Phase.PENDING, retry=True, reason=faults[0].reason, message=what)
@@ -143,7 +143,7 @@ def judge(
             detail = "; ".join(r.message or f"{r.name}: not scheduled" for r in unscheduled)
             return Verdict(
                 Phase.FAILED,
-                reason=UNSCHEDULABLE,
+                reason=Reason.UNSCHEDULABLE,
                 message=(
                     f"{len(unscheduled)} of {len(current)} instances could not be scheduled within "
                     f"runPolicy.schedulingTimeoutSeconds ({timeout}s): {detail}"
@@ -159,7 +159,7 @@ def judge(
     workers = [r for r in current if r.role == contract.ROLE_WORKER]
     ps = [r for r in current if r.role == contract.ROLE_PS]
     if workers and all(r.outcome == Outcome.SUCCEEDED for r in workers):
-        return Verdict(Phase.COMPLETED, reason=COMPLETED)
+        return Verdict(Phase.COMPLETED, reason=Reason.COMPLETED)
 
     # The job is as far as its slowest worker; a parameter server only holds it back while starting.
     ranks = [_RANK[r.phase] for r in workers if r.phase in _RANK]
@@ -232,7 +232,9 @@ def transition(
     if phase in _RUNNING_PHASES:
         created = st.condition(ConditionType.CREATED)
         if created is None or created.status != ConditionStatus.TRUE:
-            set_condition(st, ConditionType.CREATED, True, reason="PodsCreated", message="pods created", **kw)
+            set_condition(
+                st, ConditionType.CREATED, True, reason=Reason.PODS_CREATED, message="pods created", **kw
+            )
     if phase in _ACTIVE_PHASES:
         set_condition(
             st,
@@ -243,7 +245,13 @@ def transition(
             **kw,
         )
         set_condition(
-            st, ConditionType.RESTARTING, False, reason="Running", message=None, only_if_present=True, **kw
+            st,
+            ConditionType.RESTARTING,
+            False,
+            reason=Reason.RUNNING,
+            message=None,
+            only_if_present=True,
+            **kw,
         )
     else:
         set_condition(
@@ -257,7 +265,12 @@ def transition(
         )
     if phase == Phase.SUSPENDED:
         set_condition(
-            st, ConditionType.SUSPENDED, True, reason=SUSPENDED, message="runPolicy.suspend is true", **kw
+            st,
+            ConditionType.SUSPENDED,
+            True,
+            reason=Reason.SUSPENDED,
+            message="runPolicy.suspend is true",
+            **kw,
         )
     else:
         suspended = st.condition(ConditionType.SUSPENDED)
@@ -266,13 +279,18 @@ def transition(
                 st,
                 ConditionType.SUSPENDED,
                 False,
-                reason="Resumed",
+                reason=Reason.RESUMED,
                 message="runPolicy.suspend is false",
                 **kw,
             )
     if phase == Phase.COMPLETED:
         set_condition(
-            st, ConditionType.SUCCEEDED, True, reason=COMPLETED, message=message or "training completed", **kw
+            st,
+            ConditionType.SUCCEEDED,
+            True,
+            reason=Reason.COMPLETED,
+            message=message or "training completed",
+            **kw,
         )
     if phase == Phase.FAILED:
         set_condition(st, ConditionType.FAILED, True, reason=reason, message=message, **kw)

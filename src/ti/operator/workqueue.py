@@ -1,5 +1,6 @@
-"""The controller's two schedulers, as client-go's: a deduplicating work queue of job keys, and a
-thread that hands keys back at their due time (requeues and the periodic resync).
+"""The controller's schedulers, as client-go's: a deduplicating work queue of job keys, a thread that
+hands keys back at their due time (requeues and the periodic resync), and the per-job backoff of
+reconciles that raised.
 
 A key is handed to one worker at a time; a key added while it is being reconciled is handed out again
 once that reconcile is done, so a reconcile that read too early is always followed by another.
@@ -16,6 +17,40 @@ from collections.abc import Callable
 from ti.operator.metrics import COALESCED
 
 Key = tuple[str, str]  # (namespace, job name)
+
+# A reconcile that raised is retried after 1 s, then 2, 4, ... up to 5 minutes, as client-go's
+# default controller rate limiter (ItemExponentialFailureRateLimiter, 5 ms to 1000 s there: our
+# reconciles are API calls, not in-memory work, so we start later and stop sooner).
+ERROR_BACKOFF_BASE_SECONDS = 1.0
+ERROR_BACKOFF_MAX_SECONDS = 300.0
+
+
+class ItemBackoff:
+    """Exponential backoff per job: `failed` returns how long to wait before the next try (base, then
+    doubling, capped); `succeeded` resets the job's count. Thread-safe."""
+
+    def __init__(
+        self, base: float = ERROR_BACKOFF_BASE_SECONDS, cap: float = ERROR_BACKOFF_MAX_SECONDS
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self._failures: dict[Key, int] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, key: Key) -> float:
+        with self._lock:
+            n = self._failures.get(key, 0)
+            self._failures[key] = n + 1
+        # 2**n grows without bound; past the cap there is nothing to compute.
+        return self.cap if n >= 64 else min(self.cap, self.base * 2**n)
+
+    def succeeded(self, key: Key) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def failures(self, key: Key) -> int:
+        with self._lock:
+            return self._failures.get(key, 0)
 
 
 class WorkQueue:
