@@ -22,9 +22,9 @@ from ti.local.podstatus import (
     termination_message,
 )
 from ti.local.process import exit_code
+from ti.operator.pods import read_pod
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
-from ti.operator.pods import read_pod
 from ti.operator.status import derive_status
 
 pytestmark = pytest.mark.unit
@@ -304,6 +304,6 @@ def test_a_record_keeps_the_manifests_labels_and_marks_deletion() -> None:
     j = local_job(2)
     [manifest] = render(j, load_catalog(), OperatorConfig(), 2, cluster=False).pods
     record = pod_record(manifest, {}, created=at(0), deleted=at(9))
-    assert record["metadata"]["labels"][contract.LABEL_GENERATION] == "2"
+    assert record["metadata"]["labels"][contract.LABEL_ATTEMPT] == "2"
     assert record["metadata"]["deletionTimestamp"] == at(9).isoformat()
     assert record["spec"]["nodeName"] and record["status"]["phase"] == "Pending"

@@ -27,10 +27,10 @@ from ti.api import Phase, TFTrainingJob, TFTrainingJobStatus, status_body
 from ti.catalog import CATALOG_FILE_ENV, Catalog, load_catalog
 from ti.job import error_for
 from ti.local.runner import STOP_GRACE_SECONDS, LocalNode, LocalPod
+from ti.operator.pods import read_pod
 from ti.operator.reconcile import RETRY_BACKOFF_SECONDS
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
-from ti.operator.pods import read_pod
 from ti.operator.status import derive_status, instance_statuses, transition
 from ti.reasons import Reason
 from ti.session import Session
@@ -135,7 +135,12 @@ class LocalTrainingJob:
             self._set(transition(old, Phase.STOPPING, now=now, generation=generation))
             return False
         stopped = transition(
-            old, Phase.STOPPED, reason=Reason.STOPPED, message="stopped on request", now=now, generation=generation
+            old,
+            Phase.STOPPED,
+            reason=Reason.STOPPED,
+            message="stopped on request",
+            now=now,
+            generation=generation,
         )
         attempt = stopped.restart_count
         stopped.instances = instance_statuses(self.job, [read_pod(r) for r in records], attempt)
