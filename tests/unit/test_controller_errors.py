@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from ti.operator import metrics
 from ti.operator.controller import error_message
-from ti.operator.reconcile import Event
+from ti.operator.plans import Event
 from ti.operator.workqueue import ERROR_BACKOFF_BASE_SECONDS, ERROR_BACKOFF_MAX_SECONDS, ItemBackoff
 from ti.reasons import EventReason, Reason
 

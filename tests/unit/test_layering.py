@@ -40,7 +40,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
                 "render",
                 "pods",
                 "status",
+                "plans",
                 "reconcile",
+                "refusals",
                 "controller",
                 "workqueue",
                 "metrics",
@@ -70,7 +72,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "ti.operator.reconcile",
         "ti.operator.controller",
     ),
-    "ti/operator/reconcile.py": (*PURE, "ti.operator.controller", "ti.operator.workqueue"),
+    "ti/operator/plans.py": (
+        *PURE,
+        "ti.catalog",
+        *(f"ti.operator.{m}" for m in ("render", "pods", "status", "reconcile", "refusals", "controller")),
+    ),
+    "ti/operator/refusals.py": (*PURE, "ti.catalog", "ti.operator.reconcile", "ti.operator.controller"),
+    "ti/operator/reconcile.py": (
+        *PURE,
+        "ti.operator.refusals",
+        "ti.operator.controller",
+        "ti.operator.workqueue",
+    ),
     "ti/operator/workqueue.py": (*SDK, "kopf", "ti.operator.controller", "ti.operator.reconcile"),
     "ti/operator/controller.py": (*SDK, "kopf"),
     "ti/operator/ratelimit.py": (*SDK, "kopf", "ti.operator.controller"),
@@ -140,7 +153,8 @@ def test_toolkit_and_sdk_side_never_load_the_operator_or_a_client() -> None:
 def test_no_client_is_loaded_by_the_pure_core_even_indirectly() -> None:
     code = (
         "import sys; import ti.api, ti.api.crd, ti.api.docs, ti.catalog, ti.operator.settings, "
-        "ti.operator.render, ti.operator.pods, ti.operator.status, ti.operator.reconcile; "
+        "ti.operator.render, ti.operator.pods, ti.operator.status, ti.operator.plans, "
+        "ti.operator.reconcile, ti.operator.refusals; "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {CLIENTS!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -7,7 +7,8 @@ import pytest
 from ti import contract
 from ti.api import ConditionStatus, ConditionType, Phase, TFTrainingJob, status_body
 from ti.catalog import default_catalog
-from ti.operator.reconcile import RETRY_BACKOFF_SECONDS, WAIT_SECONDS, Plan, merge_patch, plan
+from ti.operator.plans import WAIT_SECONDS, Plan, merge_patch
+from ti.operator.reconcile import RETRY_BACKOFF_SECONDS, plan
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
 

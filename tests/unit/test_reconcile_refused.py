@@ -6,7 +6,9 @@ import pytest
 
 from ti.api import ConditionStatus, ConditionType, Phase, TFTrainingJob, status_body
 from ti.catalog import default_catalog
-from ti.operator.reconcile import REFUSED_RETRY_SECONDS, Plan, plan, refused
+from ti.operator.plans import Plan
+from ti.operator.reconcile import plan
+from ti.operator.refusals import REFUSED_RETRY_SECONDS, refused
 from ti.operator.settings import OperatorConfig
 from ti.reasons import EventReason, Reason
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from ti.api import ConditionStatus, ConditionType, Phase, TFTrainingJob
-from ti.operator.reconcile import describe, unparsable
+from ti.operator.refusals import describe, unparsable
 
 from .jobs import at, body
 

@@ -32,7 +32,9 @@ from ti.api import API_VERSION, KIND, PLURAL, ObjectMeta, TFTrainingJob
 from ti.catalog import Catalog
 from ti.operator import metrics
 from ti.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
-from ti.operator.reconcile import Event, Plan, describe, plan, refused, unparsable
+from ti.operator.plans import Event, Plan
+from ti.operator.reconcile import plan
+from ti.operator.refusals import describe, refused, unparsable
 from ti.operator.settings import OperatorConfig
 from ti.operator.workqueue import ItemBackoff, Key, Scheduler, WorkQueue
 from ti.reasons import EventReason

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 from ti.reasons import EventReason
 
 if TYPE_CHECKING:
-    from ti.operator.reconcile import Event
+    from ti.operator.plans import Event
 
 JOBS_CREATED = Counter("ti_jobs_created_total", "TFTrainingJobs whose pods were first created")
 JOBS_SUCCEEDED = Counter("ti_jobs_succeeded_total", "TFTrainingJobs that reached Completed")

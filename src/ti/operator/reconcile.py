@@ -11,7 +11,8 @@ order of events. The same observed state gives the same plan, so replaying it is
   Pending or Suspended); after that, a missing pod is a deleted pod, a platform fault.
   So `pods` must be a fresh list from the API server, not a lagging cache.
 
-The caller applies a plan in this order: create the Service, create pods, patch status, delete pods,
+The plan's steps are `ti.operator.plans.Plan`; `ti.operator.refusals` has the plans for a job the API
+server will not take as it is. The caller applies a plan in this order: create the Service, create pods, patch status, delete pods,
 emit events, delete the job; then looks again after `requeue_after` seconds if set. (Pods exist before
 a status says so; a status records a retry before the pods it replaces go. An operator killed between
 two steps thus never finds a job whose pods were created and deleted while status said nothing.)
@@ -20,11 +21,8 @@ two steps thus never finds a job whose pods were created and deleted while statu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-
-from pydantic import ValidationError
 
 from ti import contract
 from ti.api import (
@@ -39,21 +37,17 @@ from ti.api import (
 )
 from ti.catalog import Catalog, CatalogError
 from ti.operator import status as st
+from ti.operator.plans import WAIT_SECONDS, Event, Plan, PodDeletion, merge_patch
 from ti.operator.pods import attempt_of, read_pod
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
 from ti.operator.status import current_attempt, derive_status, transition
 from ti.reasons import Deletion, EventReason, Reason
 
-# How soon to look again while waiting for pods to go away (their deletion events also wake us).
-WAIT_SECONDS = 2.0
 # A retried attempt's pods are created this long after the retry was decided. Platform faults come in
 # bursts (a node going away, a preemption wave); and a node agent still finishing the old pods must not
 # meet new pods of the same names.
 RETRY_BACKOFF_SECONDS = 3.0
-
-# How soon creating pods the API server refused is tried again.
-REFUSED_RETRY_SECONDS = 10.0
 
 _CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED)
 _FREE_ALL_REASONS = (
@@ -63,56 +57,6 @@ _FREE_ALL_REASONS = (
     Reason.INVALID_SPEC,
     Reason.BACKOFF_LIMIT_EXCEEDED,
 )
-
-
-@dataclass(frozen=True)
-class PodDeletion:
-    """A pod to delete, why, and its SIGTERM grace (0 for pods that already ended).
-
-    The reason is a `Deletion`, or the job's Reason when an ending frees every running pod whatever
-    the policy (Unschedulable, MaxRunExceeded, BackoffLimitExceeded, InvalidSpec; Stopped).
-    """
-
-    name: str
-    reason: str
-    grace_period_seconds: int | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to record on the job, with the facts the operator's metrics count: they read
-    these fields, never the message."""
-
-    type: Literal["Normal", "Warning"]
-    reason: EventReason
-    message: str
-    attempt: int | None = None  # the attempt it is about (Created, Restarting, InstanceFailed)
-    status_reason: str | None = None  # the job's status.reason when it is about the job's end (Failed)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to do. Empty lists and None mean nothing to do of that kind."""
-
-    create_pods: list[dict[str, Any]] = field(default_factory=list)
-    delete_pods: list[PodDeletion] = field(default_factory=list)
-    create_service: dict[str, Any] | None = None
-    status: TFTrainingJobStatus | None = None  # the new status; None when unchanged
-    status_patch: dict[str, Any] | None = None  # JSON merge patch for .status; None when unchanged
-    events: list[Event] = field(default_factory=list)
-    delete_job: bool = False
-    requeue_after: float | None = None
-
-    @property
-    def idle(self) -> bool:
-        """True when the plan changes nothing."""
-        return not (
-            self.create_pods
-            or self.delete_pods
-            or self.create_service
-            or self.status_patch
-            or self.delete_job
-        )
 
 
 def plan(
@@ -134,131 +78,6 @@ def plan(
     else:
         d.active(mine, foreign, service, catalog)
     return d.plan()
-
-
-def refused(job: TFTrainingJob, message: str, now: datetime, config: OperatorConfig) -> Plan:
-    """The plan once the API server refused to create this attempt's pods or Service.
-
-    Refusals are the API server's or an admission plugin's (a ServiceAccount or PriorityClass that does
-    not exist, a ResourceQuota, an invalid pod): the job stays Pending, so the next reconcile creates
-    what is still missing; status says why (reason FailedCreate, the Created condition False with the
-    server's message) and a Warning Event is recorded once per distinct message. Refused for longer than
-    runPolicy.schedulingTimeoutSeconds, the job fails (reason FailedCreate) and frees any pod it got, as
-    an unschedulable one does: every wait on it ends, with the server's reason.
-    """
-    old = job.status or TFTrainingJobStatus()
-    generation = job.metadata.generation
-    was = old.condition(ConditionType.CREATED)
-    refused_since = (
-        was.last_transition_time
-        if old.reason == Reason.FAILED_CREATE and was is not None and was.status == ConditionStatus.FALSE
-        else None
-    )
-    timeout = job.spec.run_policy.scheduling_timeout_seconds
-    if refused_since is not None and (now - refused_since).total_seconds() >= timeout:
-        reason = (
-            f"the API server refused the pods for more than runPolicy.schedulingTimeoutSeconds "
-            f"({timeout}s): {message}"
-        )
-        failed = transition(
-            old, Phase.FAILED, reason=Reason.FAILED_CREATE, message=reason, now=now, generation=generation
-        )
-        return Plan(
-            status=failed,
-            status_patch=merge_patch(status_body(old), status_body(failed)),
-            events=[
-                Event(
-                    "Warning",
-                    EventReason.FAILED,
-                    f"{Reason.FAILED_CREATE}: {reason}",
-                    status_reason=Reason.FAILED_CREATE,
-                )
-            ],
-            requeue_after=WAIT_SECONDS,  # the next reconcile frees what was created
-        )
-    new = transition(
-        old, Phase.PENDING, reason=Reason.FAILED_CREATE, message=message, now=now, generation=generation
-    )
-    st.set_condition(
-        new,
-        ConditionType.CREATED,
-        False,
-        reason=Reason.FAILED_CREATE,
-        message=message,
-        now=now,
-        generation=generation,
-    )
-    seen = old.reason == Reason.FAILED_CREATE and was is not None and was.message == message
-    old_body = status_body(old) if job.status is not None else {}
-    new_body = status_body(new)
-    patch = merge_patch(old_body, new_body) if new_body != old_body else None
-    return Plan(
-        status=new if patch else None,
-        status_patch=patch or None,
-        events=[] if seen else [Event("Warning", EventReason.FAILED_CREATE, message)],
-        requeue_after=float(min(REFUSED_RETRY_SECONDS, config.resync_seconds)),
-    )
-
-
-def unparsable(body: Mapping[str, Any], message: str, now: datetime) -> Plan:
-    """The plan for a job the API server stored but the model refuses: what the CRD's schema cannot
-    check (a regular expression that does not compile, channel names that differ only in case). The job
-    fails at once with reason InvalidSpec and `message`; no pod is created.
-    """
-    meta = body.get("metadata") or {}
-    raw = body.get("status")
-    try:
-        old = TFTrainingJobStatus.model_validate(raw or {})
-    except ValidationError:
-        old, raw = TFTrainingJobStatus(), None
-    if meta.get("deletionTimestamp") or (old.phase is not None and old.phase.finished):
-        return Plan()
-    new = transition(
-        old,
-        Phase.FAILED,
-        reason=Reason.INVALID_SPEC,
-        message=message,
-        now=now,
-        generation=meta.get("generation"),
-    )
-    patch = merge_patch(status_body(old) if raw else {}, status_body(new))
-    return Plan(
-        status=new,
-        status_patch=patch or None,
-        events=[
-            Event(
-                "Warning",
-                EventReason.FAILED,
-                f"{Reason.INVALID_SPEC}: {message}",
-                status_reason=Reason.INVALID_SPEC,
-            )
-        ],
-    )
-
-
-def describe(err: ValidationError) -> str:
-    """A model's validation error in one line, each problem prefixed with its field path."""
-    parts = []
-    for e in err.errors():
-        path = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e["loc"]).lstrip(".")
-        parts.append(f"{path}: {e['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 JSON merge patch turning `old` into `new` (lists are replaced whole)."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            inner = merge_patch(before, value)
-            if inner:
-                patch[key] = inner
-        elif key not in old or before != value:
-            patch[key] = value
-    return patch
 
 
 class _Decision:
