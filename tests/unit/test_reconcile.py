@@ -11,6 +11,7 @@ from ti.operator.plans import WAIT_SECONDS, Plan, merge_patch
 from ti.operator.reconcile import RETRY_BACKOFF_SECONDS, plan
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
+from ti.reasons import EventReason, Reason
 
 from .jobs import RUNNING, at, done, job, pod
 
@@ -451,3 +452,23 @@ def test_merge_patch() -> None:
         "reason": "TrainingFailed",
     }
     assert merge_patch(new, new) == {}
+
+
+def test_events_carry_the_facts_metrics_count_beside_their_message() -> None:
+    # Metrics read reason, attempt and status_reason, never the message (ti.operator.metrics.count).
+    j0 = job(runPolicy={"backoffLimit": 1})
+    first = decide(j0, [], 0)
+    assert [(e.reason, e.attempt) for e in first.events] == [(EventReason.CREATED, 0)]
+    j = after(j0, first)
+    retry = decide(j, [failed(0, 137)], 10)
+    assert [(e.reason, e.attempt) for e in retry.events] == [
+        (EventReason.INSTANCE_FAILED, 0),
+        (EventReason.RESTARTING, 1),
+    ]
+    j = after(j, retry)
+    second = decide(j, [], 20)
+    assert [(e.reason, e.attempt) for e in second.events] == [(EventReason.CREATED, 1)]
+    j = after(j, second)
+    end = decide(j, [failed(0, 2, "bad flag", attempt=1)], 30)
+    ended = [e for e in end.events if e.reason == EventReason.FAILED]
+    assert [(e.type, e.status_reason) for e in ended] == [("Warning", Reason.TRAINING_FAILED)]
