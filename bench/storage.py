@@ -1,5 +1,5 @@
 """Object-store throughput of ti.storage against the loopback COS server, with peers measured in the
-same run (DESIGN §7). Not a test: it prints MB/s and ratios.
+same run. Not a test: it prints MB/s and ratios.
 
     .venv/bin/python bench/storage.py [--big-mib 1024] [--small-count 2000] [--small-kib 100] [--model-mib 512]
 

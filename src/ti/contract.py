@@ -51,7 +51,7 @@ UPLOAD_FAILED_EXIT_CODE = 70
 UPLOAD_FAILED_REASON = Reason.UPLOAD_FAILED
 FAILURE_MESSAGE_LIMIT = 4096
 
-# ---- variables the training script sees (DESIGN §2) ------------------------------------------------
+# ---- variables the training script sees ------------------------------------------------
 TM_MODEL_DIR = "TM_MODEL_DIR"
 TM_NUM_GPUS = "TM_NUM_GPUS"
 TM_NUM_CPUS = "TM_NUM_CPUS"

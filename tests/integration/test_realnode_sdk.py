@@ -1,4 +1,4 @@
-"""The seed's SDK code on the real node: `TensorFlow(...).fit(...)` with a CPU instance type creates the
+"""The TI document's SDK code on the real node: `TensorFlow(...).fit(...)` with a CPU instance type creates the
 job, streams the real kubelet's logs and returns once the model is uploaded; `fit(wait=False)` then
 `TensorFlow.attach` from another process follows the same job to its end."""
 

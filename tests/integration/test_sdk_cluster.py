@@ -82,7 +82,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def seed_estimator(session: Session, bucket: str, **extra: Any) -> TensorFlow:
-    """The seed's call, with a bucket of the loopback store."""
+    """The TI document's call, with a bucket of the loopback store."""
     args: dict[str, Any] = {
         "role": "default",
         "train_instance_count": 1,
@@ -185,7 +185,7 @@ def test_attach_from_another_process_rebuilds_the_arguments(
     est.fit({"train": f"cos://{bucket}/train"}, wait=False)
     name = est.latest_training_job.name
 
-    # The seed's own line, in a fresh interpreter that knows the cluster only through KUBECONFIG.
+    # The TI document's own line, in a fresh interpreter that knows the cluster only through KUBECONFIG.
     script = (
         "import json, sys\n"
         "from ti.tensorflow import TensorFlow\n"

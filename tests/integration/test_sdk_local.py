@@ -1,4 +1,4 @@
-"""Local mode: the seed's code with train_instance_type='local' trains real TensorFlow here, as processes.
+"""Local mode: the TI document's code with train_instance_type='local' trains real TensorFlow here, as processes.
 
 The same TFTrainingJob is built and rendered as for a cluster; ti.local runs its pods' containers
 (fetch → the script → upload) with file:// inputs and output.
@@ -28,7 +28,7 @@ from ti.tensorflow import TensorFlow
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.training,
-    # This machine runs a newer TensorFlow than the preset images; the seed test checks the warning.
+    # This machine runs a newer TensorFlow than the preset images; the version test checks the warning.
     pytest.mark.filterwarnings("ignore:framework_version=.*local mode trains with:UserWarning"),
 ]
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ if __name__ == "__main__":
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user's folder: gpu/code/train.py as in the seed, and data made here."""
+    """A user's folder: gpu/code/train.py as in the TI document, and data made here."""
     code = tmp_path / "gpu" / "code"
     code.mkdir(parents=True)
     (code / "train.py").write_text(TRAIN_PY)

@@ -46,7 +46,7 @@ def write_source(root: Path) -> Path:
 
 
 def seed_args(**overrides: Any) -> dict[str, Any]:
-    """The seed's constructor call, with a real bucket."""
+    """The TI document's constructor call, with a real bucket."""
     args: dict[str, Any] = {
         "role": "default",
         "train_instance_count": 1,

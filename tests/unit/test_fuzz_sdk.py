@@ -2,7 +2,7 @@
 work, and then submit a job the API model accepts, or raise the documented `ArgumentError` naming an
 argument the user changed. No TypeError, KeyError, pydantic ValidationError or half-made job.
 
-Each example starts from the seed's working call and spoils one to three arguments with values drawn
+Each example starts from the TI document's working call and spoils one to three arguments with values drawn
 from near-misses (wrong case, NUL bytes, huge numbers, unserializable objects) and plain junk.
 """
 

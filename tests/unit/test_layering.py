@@ -1,4 +1,4 @@
-"""The layering of DESIGN §4 and §8, checked on the package's own imports.
+"""The package's layering (README "Layout"), checked on the package's own imports.
 
 models ← render/status ← reconcile ← controller ← handlers. The pure modules never import a cluster
 client; the operator never imports the SDK or local mode; what runs in training pods (toolkit,

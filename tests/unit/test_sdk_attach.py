@@ -1,4 +1,4 @@
-"""attach rebuilds the estimator through its constructor: every argument of the seed's call (and the
+"""attach rebuilds the estimator through its constructor: every argument of the TI document's call (and the
 others a TI user may pass) comes back from the live job as it went in."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CHANGED: dict[str, Any] = {
 }
 
 
-# Arguments with one valid value: the seed passes them, so attach must give them back.
+# Arguments with one valid value: the TI document passes them, so attach must give them back.
 ONLY_VALUE = ("py_version", "script_mode")
 
 

@@ -1,4 +1,4 @@
-"""Reading one pod: where it stands and, if it ended, how and why (DESIGN §2). Pure.
+"""Reading one pod: where it stands and, if it ended, how and why. Pure.
 
 Exit-code policy, per pod of the current attempt:
   0                      success

@@ -132,7 +132,7 @@ def service(job: TFTrainingJob) -> dict[str, Any]:
 
 
 def training_env(job: TFTrainingJob, inst: Instance, itype: InstanceType) -> list[dict[str, str]]:
-    """The TM_* environment (DESIGN §2) and TF_CONFIG of one instance, without spec.env."""
+    """The TM_* environment and TF_CONFIG of one instance, without spec.env."""
     spec = job.spec
     channels = sorted(spec.inputs)
     hosts = [r.name for r in job.instances() if r.role == contract.ROLE_WORKER]

@@ -47,7 +47,6 @@ __all__ = [
     "UnsafeArchiveError",
     "UnsafeKeyError",
     "extract_tarball",
-    "open_store",
     "pack_dir",
     "parse_uri",
     "safe_relative_path",
@@ -76,9 +75,6 @@ def store_for(
         if key not in _stores:
             _stores[key] = CosStore(settings, key[1])
         return _stores[key]
-
-
-open_store = store_for
 
 
 def upload_dir(
