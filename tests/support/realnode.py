@@ -36,7 +36,6 @@ test run waits for the first (a lock file in the state folder).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -251,7 +250,7 @@ class RealNode:
                 f"TCP-LISTEN:{port},bind={self.host_ip},fork,reuseaddr", f"TCP:127.0.0.1:{to}",
             ],
         )  # fmt: skip
-        self._wait(lambda: _tcp_open(self.host_ip, port), name, 10)
+        self._wait(lambda: host.tcp_open(self.host_ip, port), name, 10)
 
     def _wait(self, check: Any, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -321,7 +320,7 @@ class RealNode:
 
     def _join(self) -> None:
         pki = self.plane.pki
-        _issue(pki, "real-node", f"system:node:{self.name}", "system:nodes")
+        host.issue_client_cert(pki, "real-node", f"system:node:{self.name}", "system:nodes")
         cp.write_kubeconfig(
             self.lay.run / "kubelet.kubeconfig", self.plane.server, pki / "ca.crt",
             pki / "real-node.crt", pki / "real-node.key",
@@ -343,7 +342,9 @@ class RealNode:
     def _extras(self) -> None:
         api_port = int(self.plane.server.rsplit(":", 1)[1])
         self._forward("forward-apiserver", api_port, api_port)
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(_kubernetes_endpoints(self.host_ip, api_port)))
+        self.kubectl(
+            "apply", "-f", "-", input=yaml.safe_dump(cfg.kubernetes_endpoints(self.host_ip, api_port))
+        )
         ready, health, proxy_health, proxy_metrics = (free_port() for _ in range(4))
         corefile = self.lay.run / "Corefile"
         corefile.write_text(cfg.corefile(self.plane.kubeconfig, ready, health))
@@ -351,8 +352,8 @@ class RealNode:
         proxy = self.lay.run / "kube-proxy.yaml"
         proxy.write_text(cfg.kube_proxy_yaml(self.plane.kubeconfig, proxy_health, proxy_metrics))
         self._start("kube-proxy", [str(self.bin / "kube-proxy"), f"--config={proxy}", "--v=1"])
-        self._wait(lambda: _http_ok(f"http://127.0.0.1:{ready}/ready"), "coredns", 30)
-        self._wait(lambda: _http_ok(f"http://127.0.0.1:{proxy_health}/healthz"), "kube-proxy", 30)
+        self._wait(lambda: host.http_ok(f"http://127.0.0.1:{ready}/ready"), "coredns", 30)
+        self._wait(lambda: host.http_ok(f"http://127.0.0.1:{proxy_health}/healthz"), "kube-proxy", 30)
 
     def stop(self) -> list[str]:
         """Delete the node's pods, stop everything, sweep the host; returns what is left (empty: clean)."""
@@ -372,98 +373,6 @@ class RealNode:
         return host.sweep(self.lay)
 
 
-def _kubernetes_endpoints(ip: str, port: int) -> dict[str, Any]:
-    # The plane runs --endpoint-reconciler-type=none: nothing else sets where `kubernetes` points.
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "kubernetes-ti-real-node",
-            "namespace": "default",
-            "labels": {
-                "kubernetes.io/service-name": "kubernetes",
-                "endpointslice.kubernetes.io/managed-by": "ti-real-node.tests",
-            },
-        },
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    }
-
-
-def _issue(pki: Path, name: str, cn: str, org: str) -> None:
-    """A client certificate from the plane's CA."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
-    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (pki / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def _tcp_open(ip: str, port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((ip, port)) == 0
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _node_lock(lay: cfg.Layout) -> Iterator[None]:
-    lay.state.mkdir(parents=True, exist_ok=True)
-    with open(lay.state / "lock", "w") as f:
-        deadline = time.monotonic() + float(os.environ.get("TI_REALNODE_LOCK_WAIT", "1800"))
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"another test run holds the real node ({lay.state / 'lock'})"
-                    ) from None
-                time.sleep(1)
-        yield
-
-
 @contextlib.contextmanager
 def running_real_node(
     plane: ControlPlane, keep_logs: Callable[[], bool] = lambda: False
@@ -471,7 +380,7 @@ def running_real_node(
     """Start the node on `plane` (waiting for another run's node to go); stop it and sweep the host on the
     way out, whatever happened. Its component logs go to test-logs/realnode/ when `keep_logs()` says so."""
     lay = cfg.Layout(state_dir())
-    with _node_lock(lay):
+    with host.node_lock(lay):
         node = RealNode(plane=plane, lay=lay, bin=toolchain_bin())
         try:
             node.start()

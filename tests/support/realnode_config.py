@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 NODE_NAME = "ti-real-node"
 BRIDGE = "tireal0"
@@ -226,3 +227,22 @@ frameworks:
     gpu: {images["tensorflow"]}
 toolkitImage: {images["toolkit"]}
 """
+
+
+def kubernetes_endpoints(ip: str, port: int) -> dict[str, Any]:
+    # The plane runs --endpoint-reconciler-type=none: nothing else sets where `kubernetes` points.
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes-ti-real-node",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "ti-real-node.tests",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }

@@ -1,4 +1,5 @@
-"""What the real test node changes on the host, recorded before its start and undone by `sweep`.
+"""What the real test node changes on the host, recorded before its start and undone by `sweep`; and the
+small host-side helpers of tests/support/realnode.py (its client certificate, port probes, the node lock).
 
 `sweep` is both the node's teardown and its cleanup at start: a SIGKILLed test run leaves containerd's
 shims, the containers, their mounts and cgroups behind (the other components die with the runner, by
@@ -12,12 +13,14 @@ when they did not exist before).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.realnode_config import BRIDGE, Layout
@@ -239,3 +242,76 @@ def leftovers(lay: Layout, saved: dict | None = None) -> list[str]:
         f"path {p}" for p in HOST_PATHS if os.path.lexists(p) and p not in saved.get("paths", HOST_PATHS)
     ]
     return left
+
+
+def issue_client_cert(pki: Path, name: str, cn: str, org: str) -> None:
+    """A client certificate from the plane's CA."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (pki / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def tcp_open(ip: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((ip, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def node_lock(lay: Layout) -> Iterator[None]:
+    lay.state.mkdir(parents=True, exist_ok=True)
+    with open(lay.state / "lock", "w") as f:
+        deadline = time.monotonic() + float(os.environ.get("TI_REALNODE_LOCK_WAIT", "1800"))
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"another test run holds the real node ({lay.state / 'lock'})"
+                    ) from None
+                time.sleep(1)
+        yield
