@@ -5,7 +5,6 @@ naming what is missing, within schedulingTimeoutSeconds."""
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.objectstore import LoopbackObjectStore
 from tests.support.operator import OperatorProcess
 from tests.support.realnode import RealNode
+from tests.support.realnode_jobs import job_ended, read_object, script_job
 from ti import contract
 
 pytestmark = pytest.mark.integration
@@ -52,53 +52,6 @@ else:
 """
 
 
-def submit(
-    real_node: RealNode,
-    plane: ControlPlane,
-    namespace: str,
-    object_store: LoopbackObjectStore,
-    bucket: str,
-    tmp_path: Path,
-    name: str,
-    script: str,
-    secret: str = "ti-cos-credentials",
-    **spec: Any,
-) -> str:
-    src = tmp_path / f"{name}.tar.gz"
-    (tmp_path / "train.py").write_text(script)
-    with tarfile.open(src, "w:gz") as tar:
-        tar.add(tmp_path / "train.py", arcname="train.py")
-    object_store.client().upload_file(Bucket=bucket, Key=f"src/{name}.tar.gz", LocalFilePath=str(src))
-    manifest = jobs.job_manifest(
-        name,
-        role="default",
-        instanceType=real_node.instance_type,
-        frameworkVersion="2.16",
-        sourceDir=f"cos://{bucket}/src/{name}.tar.gz",
-        outputPath=f"cos://{bucket}/out",
-        inputs={},
-        storageSecretRef={"name": secret},
-        **spec,
-    )
-    jobs.apply(plane, namespace, manifest)
-    return f"cos://{bucket}/out"
-
-
-def ended(plane: ControlPlane, namespace: str, name: str, op: OperatorProcess) -> Callable[[], Any]:
-    def check() -> Any:
-        assert op.alive(), op.tail()
-        status = jobs.job(plane, namespace, name).get("status") or {}
-        return status if status.get("phase") in ("Completed", "Failed", "Stopped") else None
-
-    return check
-
-
-def read(object_store: LoopbackObjectStore, bucket: str, key: str) -> str:
-    return str(
-        object_store.client().get_object(Bucket=bucket, Key=key)["Body"].get_raw_stream().read().decode()
-    )
-
-
 def test_stop_sends_the_script_sigterm_and_the_job_ends_stopped(
     real_node: RealNode,
     control_plane: ControlPlane,
@@ -110,7 +63,7 @@ def test_stop_sends_the_script_sigterm_and_the_job_ends_stopped(
 ) -> None:
     real_node.storage_secret(namespace, object_store)
     op = start_operator(**real_node.operator_env(object_store))
-    out = submit(
+    out = script_job(
         real_node, control_plane, namespace, object_store, bucket, tmp_path, "stopme", SIGTERM_SCRIPT
     )
     pod = contract.instance_name("stopme", "worker", 0)
@@ -121,10 +74,10 @@ def test_stop_sends_the_script_sigterm_and_the_job_ends_stopped(
 
     jobs.eventually(training, "the script to start", timeout=180)
     jobs.patch_job(control_plane, namespace, "stopme", {"spec": {"runPolicy": {"stop": True}}})
-    status = jobs.eventually(ended(control_plane, namespace, "stopme", op), "the job to stop", timeout=90)
+    status = jobs.eventually(job_ended(control_plane, namespace, "stopme", op), "the job to stop", timeout=90)
     assert status["phase"] == "Stopped", status
     log_key = contract.log_uri(out, "stopme", pod).removeprefix(f"cos://{bucket}/")
-    assert "got SIGTERM" in read(object_store, bucket, log_key)
+    assert "got SIGTERM" in read_object(object_store, bucket, log_key)
 
 
 def test_a_sigkilled_first_attempt_is_retried_and_resumes_from_the_synced_checkpoint(
@@ -138,11 +91,13 @@ def test_a_sigkilled_first_attempt_is_retried_and_resumes_from_the_synced_checkp
 ) -> None:
     real_node.storage_secret(namespace, object_store)
     op = start_operator(**real_node.operator_env(object_store), TI_CHECKPOINT_SYNC_SECONDS="1")
-    submit(
+    script_job(
         real_node, control_plane, namespace, object_store, bucket, tmp_path, "killed", KILLED_SCRIPT,
         checkpointPath=f"cos://{bucket}/ckpt", runPolicy={"backoffLimit": 2},
     )  # fmt: skip
-    status = jobs.eventually(ended(control_plane, namespace, "killed", op), "the retry to end", timeout=300)
+    status = jobs.eventually(
+        job_ended(control_plane, namespace, "killed", op), "the retry to end", timeout=300
+    )
     assert status["phase"] == "Completed", status
     assert "ckpt/epoch" in "".join(object_store.keys(bucket, "ckpt/")), object_store.keys(bucket)
     [pod] = jobs.pods(control_plane, namespace, "killed")
@@ -166,14 +121,16 @@ def test_a_missing_image_or_storage_secret_fails_the_job_naming_it_within_the_sc
 ) -> None:
     real_node.storage_secret(namespace, object_store)
     op = start_operator(**real_node.operator_env(object_store))
-    spec: dict[str, Any] = {"runPolicy": {"schedulingTimeoutSeconds": 45}}
+    spec: dict[str, Any] = {"runPolicy": {"schedulingTimeoutSeconds": 25}}
     if missing == "image":
         named = spec["image"] = "ti-local/no-such-image:1"
     else:
         named = spec["secret"] = "no-such-secret"
-    submit(real_node, control_plane, namespace, object_store, bucket, tmp_path, "doomed", "print(1)", **spec)
+    script_job(
+        real_node, control_plane, namespace, object_store, bucket, tmp_path, "doomed", "print(1)", **spec
+    )
     status = jobs.eventually(
-        ended(control_plane, namespace, "doomed", op), "the job to fail", timeout=45 + 30
+        job_ended(control_plane, namespace, "doomed", op), "the job to fail", timeout=25 + 30
     )
     assert status["phase"] == "Failed", status
     assert named in (status.get("failureReason") or ""), status

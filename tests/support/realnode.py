@@ -25,7 +25,10 @@ The `RealNode` it yields gives tests:
   Helm values for the chart's in-cluster operator, which itself runs on the real node;
 - `storage_secret(namespace, object_store)`: the `ti-cos-credentials` Secret of the store's credentials;
 - `job_manifest(example, bucket, ...)`: an example manifest pointed at the test bucket and this node;
-- `upload_example(example_dir, object_store, bucket)`: its source and data uploaded where it reads them.
+- `upload_example(example_dir, object_store, bucket, prefix)`: its source and data uploaded where it
+  reads them; `import_images(*tags)`: more Docker images into the node (a custom image of a test's own).
+tests/support/realnode_jobs.py runs a script of a test's own as a job there (`script_job`, `job_ended`,
+`read_object`).
 
 Teardown deletes the node's pods, stops every component and removes what they left on the host
 (tests/support/realnode_host.py); the same sweep runs before a start, for what a SIGKILLed run left.
