@@ -101,6 +101,8 @@ if [ -z "$ONLY" ] || [ "$ONLY" = operator ]; then
     docker build --quiet -f images/operator/Dockerfile --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$VERSION" \
       --label "io.ti.build-hash=$hash" -t "$tag" "$ctx" >/dev/null
     rm -rf "$ctx"
+    # The image this one replaced is left untagged: drop it (the install stage's layers stay as cache).
+    docker image prune --force --filter "label=org.opencontainers.image.title=ti-operator" >/dev/null
   fi
   docker tag "$tag" "$REGISTRY/ti-toolkit:$VERSION"
 fi
