@@ -156,3 +156,16 @@ TERMINATION_LOG = "/dev/termination-log"
 DOWNLOAD_FAILED_EXIT_CODE = 1
 # Upper bound on the unpacked size of sourcedir.tar.gz (bytes); an archive over it is refused.
 TI_SOURCE_MAX_BYTES = "TI_SOURCE_MAX_BYTES"
+
+# ---- users and permissions in the shared volume (added by the real-node issue) --------------------
+# The toolkit image's user, and the group every container of a training pod gets (the pod's fsGroup):
+# fetch creates /opt/ml group-writable and setgid, so a main container of any user can write it.
+TOOLKIT_UID = 65532
+POD_FS_GROUP = 65532
+# Catalog images (the upstream TensorFlow images and ours) run as any user: they run as this one, so
+# the whole pod meets the Pod Security Standard `restricted`. A custom image keeps its own user.
+CATALOG_IMAGE_UID = 65532
+# The launcher's heartbeat: rewritten every few seconds while it lives, so the upload step learns that
+# the main container ended even when the launcher never started or was killed before writing its
+# exit code.
+HEARTBEAT_FILE = f"{TI_DIR}/heartbeat"

@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ti import contract
 from ti.storage import CosSettings, CosStore
+from ti.toolkit.upload import LAUNCHER_GRACE_ENV
 
 from ..support.objectstore import LoopbackObjectStore
 
@@ -71,6 +74,9 @@ class Pod:
             contract.TM_HPS: json.dumps({"epochs": "2", "lr": "0.1"}),
             contract.TM_NUM_GPUS: "0",
             contract.TM_NUM_CPUS: "2",
+            # These tests play the launcher by writing its files, heartbeat aside: the upload step must
+            # not take the silence for a launcher that died (tests of that set their own grace).
+            LAUNCHER_GRACE_ENV: "600",
             **env,
         }
 
@@ -208,27 +214,45 @@ def test_fetch_refuses_unsafe_source(
 # ---- launch.sh -------------------------------------------------------------------------------------
 
 
+LAUNCHER = Path(__file__).parents[2] / "src" / "ti" / "toolkit" / "launch.sh"
+BUSYBOX_APPLETS = (
+    "sh", "tee", "grep", "tail", "cut", "mkdir", "mkfifo", "rm", "mv", "cat", "kill", "sleep", "id",
+)  # fmt: skip
+
+
 def launch(
-    root: Path, shell: str, entry: str, *args: str, scripts: dict[str, str], timeout: float = 60
+    root: Path,
+    shell: str,
+    entry: str,
+    *args: str,
+    scripts: dict[str, str],
+    timeout: float = 60,
+    as_user: list[str] | None = None,
+    termination_log: bool = True,
 ) -> subprocess.CompletedProcess[str]:
+    """Run launch.sh under `shell` (as `as_user`, setpriv's arguments) with the pod's root at `root`;
+    its termination message goes to `root/termination-log`, as a kubelet's /dev/termination-log."""
     code = root / "code"
     code.mkdir(parents=True, exist_ok=True)
     for name, text in scripts.items():
         (code / name).write_text(text)
-    launcher = Path(__file__).parents[2] / "src" / "ti" / "toolkit" / "launch.sh"
     env = {**os.environ, contract.ML_ROOT_ENV: str(root)}
-    argv = [shell, str(launcher)]
+    if termination_log:
+        env[contract.TERMINATION_LOG_ENV] = str(root / "termination-log")
+    argv = [shell, str(LAUNCHER)]
     if shell == "busybox":
         # A busybox image: sh and every tool the launcher calls are busybox applets; python from the venv.
         busybox = shutil.which("busybox")
         assert busybox, "busybox is missing: `make setup` installs it (hack/system-deps.sh)"
         bin_dir = root / "busybox-bin"
         bin_dir.mkdir(exist_ok=True)
-        for applet in ("sh", "tee", "grep", "tail", "cut", "mkdir", "mkfifo", "rm", "mv", "cat", "kill"):
+        for applet in BUSYBOX_APPLETS:
             (bin_dir / applet).unlink(missing_ok=True)
             (bin_dir / applet).symlink_to(busybox)
         env["PATH"] = f"{bin_dir}:{Path(sys.executable).parent}"
-        argv = [str(bin_dir / "sh"), str(launcher)]
+        argv = [str(bin_dir / "sh"), str(LAUNCHER)]
+    if as_user is not None:
+        argv = ["setpriv", *as_user, *argv]
     return subprocess.run([*argv, entry, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -242,6 +266,7 @@ def test_launcher_runs_the_script_and_tees_its_output(tmp_path: Path, shell: str
     assert "to stderr" in log and "args" in done.stdout
     assert (tmp_path / ".ti" / "exitcode").read_text().strip() == "0"
     assert not (tmp_path / "output" / "failure").exists()
+    assert not (tmp_path / "termination-log").exists()  # success says nothing: the upload step reports
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -259,6 +284,9 @@ def test_launcher_writes_the_exception_tail_on_failure(tmp_path: Path, shell: st
     assert failure.rstrip().endswith("ValueError: learning rate must be positive, got -1")
     assert len(failure.encode()) <= contract.FAILURE_MESSAGE_LIMIT
     assert (tmp_path / ".ti" / "exitcode").read_text().strip() == "1"
+    # The kubelet's copy says the same, and nothing of the launcher's own housekeeping.
+    assert (tmp_path / "termination-log").read_text() == failure
+    assert "rm:" not in done.stderr and "mv:" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -271,6 +299,7 @@ def test_launcher_keeps_the_scripts_own_failure_file_and_exit_code(tmp_path: Pat
     done = launch(tmp_path, shell, "train.py", scripts={"train.py": script})
     assert done.returncode == 3
     assert (tmp_path / "output" / "failure").read_text() == "dataset is empty"
+    assert (tmp_path / "termination-log").read_text() == "dataset is empty"
     assert (tmp_path / ".ti" / "exitcode").read_text().strip() == "3"
 
 
@@ -291,9 +320,8 @@ def test_launcher_forwards_sigterm(tmp_path: Path) -> None:
         "signal.signal(signal.SIGTERM, lambda *a: (print('saving on SIGTERM', flush=True), sys.exit(143)))\n"
         "print('ready', flush=True)\ntime.sleep(60)\n"
     )
-    launcher = Path(__file__).parents[2] / "src" / "ti" / "toolkit" / "launch.sh"
     proc = subprocess.Popen(
-        ["sh", str(launcher), "train.py"],
+        ["sh", str(LAUNCHER), "train.py"],
         env={**os.environ, contract.ML_ROOT_ENV: str(tmp_path)},
         stdout=subprocess.PIPE,
         text=True,
@@ -303,6 +331,102 @@ def test_launcher_forwards_sigterm(tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == 143
     assert "saving on SIGTERM" in (tmp_path / ".ti" / "training.log").read_text()
     assert (tmp_path / ".ti" / "exitcode").read_text().strip() == "143"
+
+
+def test_launcher_writes_its_exit_code_however_it_ends(tmp_path: Path) -> None:
+    # No entry point: the shell exits at once with a usage error; the EXIT trap still writes the code.
+    done = subprocess.run(
+        ["dash", str(LAUNCHER)],
+        env={**os.environ, contract.ML_ROOT_ENV: str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "usage" in done.stderr
+    assert (tmp_path / ".ti" / "exitcode").read_text().strip() == "2"
+
+
+def test_launcher_without_a_writable_log_still_runs_the_script_and_reports(open_tmp: Path) -> None:
+    """A user who cannot write /opt/ml/.ti: the script runs, its output reaches the container's log,
+    and the termination message is left to the kubelet's fallback (the end of that log)."""
+    assert os.geteuid() == 0, "switches users with setpriv: run the integration tier as root (make test does)"
+    root = open_tmp / "ml"
+    (root / ".ti").mkdir(mode=0o755, parents=True)
+    script = "raise SystemExit('the learning rate is negative')\n"
+    done = launch(
+        root,
+        "dash",
+        "train.py",
+        scripts={"train.py": script},
+        as_user=["--reuid=1000", "--regid=1000", "--clear-groups"],
+    )
+    assert done.returncode == 1, done.stderr
+    assert "the learning rate is negative" in done.stderr
+    assert "cannot write" in done.stderr and "training.log" in done.stderr
+    assert not (root / "termination-log").exists()
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temporary folder that other users can enter (pytest's own are private to their owner)."""
+    path = Path(tempfile.mkdtemp(prefix="ti-users-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_script_of_another_user_writes_what_fetch_made_and_upload_reads_it(
+    object_store: LoopbackObjectStore, bucket: str, cos: CosStore, open_tmp: Path
+) -> None:
+    """A custom image whose user is neither root nor the toolkit's: with the pod's fsGroup, fetch's tree
+    is writable for it; without, it still ends the upload step's wait with its exit code."""
+    assert os.geteuid() == 0, "switches users with setpriv: run the integration tier as root (make test does)"
+    script = (
+        'echo "training as $(id -u)"\n'
+        'mkdir -p "$TI_ML_ROOT/model/1" && echo graph > "$TI_ML_ROOT/model/1/saved_model.pb" || exit 5\n'
+        'echo "{}" > "$TI_ML_ROOT/output/data/history.json" || exit 6\n'
+    )
+    cos.put_bytes(tar_bytes({"train.sh": script.encode()}), f"cos://{bucket}/src/sourcedir.tar.gz")
+    group = contract.POD_FS_GROUP
+    for with_group in (True, False):
+        root = open_tmp / f"group-{with_group}"
+        root.mkdir()
+        # The kubelet's emptyDir with the pod's fsGroup: its group, setgid, writable by all.
+        os.chown(root, 0, group)
+        root.chmod(0o2777)
+        pod = Pod(object_store, bucket, root, TI_SOURCE_DIR=f"cos://{bucket}/src/sourcedir.tar.gz")
+        fetched = run_toolkit("fetch", pod.env)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        for folder in (contract.MODEL_DIR, contract.OUTPUT_DATA_DIR, contract.CODE_DIR):
+            info = pod.path(folder).stat()
+            assert info.st_gid == group and info.st_mode & 0o7777 == 0o2775, folder
+        assert pod.path(contract.TI_DIR).stat().st_mode & 0o7777 == 0o2777
+
+        user = [
+            "--reuid=1000",
+            "--regid=1000",
+            *([f"--groups={group}"] if with_group else ["--clear-groups"]),
+        ]
+        done = launch(root, "dash", "train.sh", scripts={}, as_user=user)
+        exit_file = pod.path(contract.EXIT_CODE_FILE)
+        assert exit_file.stat().st_uid == 1000
+        if with_group:
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "training as 1000" in pod.path(contract.LOG_FILE).read_text()
+            model = pod.path(contract.MODEL_DIR) / "1" / "saved_model.pb"
+            assert model.stat().st_gid == group and model.stat().st_mode & 0o020, "not group-writable"
+        else:
+            assert done.returncode == 5, done.stdout + done.stderr
+            # Not even output/ is writable for it: the kubelet's copy of the reason still comes.
+            assert not pod.path(contract.FAILURE_FILE).exists()
+            assert "Permission denied" in (root / "termination-log").read_text()
+        assert exit_file.read_text().strip() == str(done.returncode)
+
+        uploaded = run_toolkit("upload", pod.env)
+        assert uploaded.returncode == done.returncode, uploaded.stdout + uploaded.stderr
+    keys = object_store.keys(bucket, "out/job-a/")
+    assert "out/job-a/output/model.tar.gz" in keys and "out/job-a/logs/job-a-worker-0.log" in keys
+    assert members(cos, "cos://" + bucket + "/out/job-a/output/model.tar.gz") == ["1", "1/saved_model.pb"]
 
 
 # ---- upload ----------------------------------------------------------------------------------------
@@ -469,4 +593,63 @@ def test_upload_on_sigterm_stores_the_log(
     pod.path(contract.EXIT_CODE_FILE).write_text("143\n")
     assert upload.wait(timeout=60) == 143
     keys = object_store.keys(bucket, "out/")
+    assert "out/job-a/logs/job-a-worker-0.log" in keys and "out/job-a/output/model.tar.gz" not in keys
+
+
+def test_upload_ends_when_the_launcher_never_starts(
+    object_store: LoopbackObjectStore, bucket: str, tmp_path: Path
+) -> None:
+    # An image without /bin/sh, say: the main container ends at once, no launcher ever runs.
+    pod = Pod(object_store, bucket, tmp_path, **{LAUNCHER_GRACE_ENV: "2"})
+    started = time.monotonic()
+    done = run_toolkit("upload", pod.env)
+    assert done.returncode == contract.UPLOAD_FAILED_EXIT_CODE, done.stdout + done.stderr
+    assert time.monotonic() - started < 30
+    message = pod.termination()
+    assert message.startswith(contract.UPLOAD_FAILED_REASON) and "did not start within 2s" in message
+    assert object_store.keys(bucket, "out/job-a/output/") == []
+
+
+def test_upload_ends_when_the_launchers_container_is_killed(
+    object_store: LoopbackObjectStore, bucket: str, tmp_path: Path
+) -> None:
+    """The whole container is killed (a cgroup OOM kill): no exit code is written, the heartbeat stops,
+    and the upload step stores the log and ends instead of waiting forever."""
+    pod = Pod(object_store, bucket, tmp_path, **{LAUNCHER_GRACE_ENV: "6"})
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "train.py").write_text(
+        "import time\nprint('training', flush=True)\ntime.sleep(300)\n"
+    )
+    launcher = subprocess.Popen(
+        ["dash", str(LAUNCHER), "train.py"],
+        env={**os.environ, contract.ML_ROOT_ENV: str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    upload = subprocess.Popen(
+        [sys.executable, "-m", "ti.toolkit", "upload", "--poll-seconds", "0.1"],
+        env={**os.environ, **pod.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        log = pod.path(contract.LOG_FILE)
+        deadline = time.monotonic() + 30
+        while not (log.is_file() and "training" in log.read_text()):
+            assert time.monotonic() < deadline, "the script did not start"
+            time.sleep(0.1)
+        time.sleep(8)  # longer than the grace: the heartbeat keeps the upload step waiting
+        assert upload.poll() is None, "the upload step gave up on a launcher that runs"
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=10)
+        assert upload.wait(timeout=60) == contract.UPLOAD_FAILED_EXIT_CODE
+    finally:
+        for proc in (launcher, upload):
+            if proc.poll() is None:
+                proc.kill()
+    assert not pod.path(contract.EXIT_CODE_FILE).exists()
+    message = pod.termination()
+    assert message.startswith(contract.UPLOAD_FAILED_REASON) and "without writing an exit code" in message
+    keys = object_store.keys(bucket, "out/job-a/")
     assert "out/job-a/logs/job-a-worker-0.log" in keys and "out/job-a/output/model.tar.gz" not in keys

@@ -223,6 +223,47 @@ def active_deadline_seconds(job: TFTrainingJob, now: datetime | None) -> int:
     return max(1, limit - int((now - started).total_seconds()))
 
 
+# ---- security: Pod Security Standard `restricted` where the image allows it -----------------------
+# restricted asks of every container: allowPrivilegeEscalation false, capabilities drop ALL (add at most
+# NET_BIND_SERVICE), runAsNonRoot true, seccompProfile RuntimeDefault or Localhost (pod or container).
+# Our toolkit containers meet all of it, and so does the main container with a catalog image (those run
+# as any user). A custom image keeps its own user, which may be root, and whatever capabilities its
+# runtime gives (a script may apt-get or chown); restricted would need runAsNonRoot, which the operator
+# cannot promise for an image it does not know, so such a pod runs in namespaces up to `baseline`
+# (docs/container-contract.md says so). The pod-level seccomp profile and fsGroup apply to it too.
+
+
+def pod_security_context() -> dict[str, Any]:
+    """The pod's securityContext: the shared volume's group, and the runtime's default seccomp profile."""
+    return {
+        # Every container gets this group; fetch makes /opt/ml group-writable and setgid, so a main
+        # container of any user writes the model, the log and the exit code.
+        "fsGroup": contract.POD_FS_GROUP,
+        # The only volumes are new emptyDirs: one chown of the root, never a walk of a tree.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _confined() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def toolkit_security_context() -> dict[str, Any]:
+    """fetch and upload: restricted, as the toolkit image's user (numeric, so runAsNonRoot is checkable
+    whatever user an overriding toolkit image names)."""
+    uid = contract.TOOLKIT_UID
+    return {**_confined(), "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid}
+
+
+def main_security_context(*, custom_image: bool) -> dict[str, Any] | None:
+    """The training container: restricted with a catalog image; None (the image's own) for a custom one."""
+    if custom_image:
+        return None
+    uid = contract.CATALOG_IMAGE_UID
+    return {**_confined(), "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid}
+
+
 # ---- pieces ---------------------------------------------------------------------------------------
 
 
@@ -280,10 +321,15 @@ def _pod(
         "env": training_env(job, inst, itype) + [{"name": e.name, "value": e.value} for e in spec.env],
         "resources": resources,
         "volumeMounts": list(mount),
-        # A failing script's reason (or its log tail) becomes the job's status.failureReason.
-        "terminationMessagePath": contract.FAILURE_FILE,
+        # A failing script's reason (or its log tail) becomes the job's status.failureReason: the launcher
+        # copies the failure file here. Never a path inside /opt/ml: the kubelet bind-mounts its own file
+        # at this path, which would hide the script's file and refuse the launcher's rm and mv.
+        "terminationMessagePath": contract.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    main_context = main_security_context(custom_image=bool(spec.image))
+    if main_context is not None:
+        main["securityContext"] = main_context
     volumes: list[dict[str, Any]] = [
         {"name": contract.ML_VOLUME, "emptyDir": {"sizeLimit": f"{spec.volume_size_gb}Gi"}}
     ]
@@ -304,6 +350,7 @@ def _pod(
             "resources": toolkit_resources,
             "volumeMounts": list(mount),
             "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": toolkit_security_context(),
         }
         if env_from:
             container["envFrom"] = [dict(e) for e in env_from]
@@ -316,6 +363,7 @@ def _pod(
         # Service links would flood the script's environment with every Service of the namespace.
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": config.stop_grace_seconds,
+        "securityContext": pod_security_context(),
         "activeDeadlineSeconds": active_deadline_seconds(job, now),
         "initContainers": [toolkit(contract.FETCH_CONTAINER, contract.FETCH_COMMAND)],
         "containers": [main, toolkit(contract.UPLOAD_CONTAINER, contract.UPLOAD_COMMAND)],

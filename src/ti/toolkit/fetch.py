@@ -24,6 +24,24 @@ from ti.toolkit.report import write_message
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 RESTORED_CHECKPOINTS = "checkpoints-restored.json"
 
+# The three containers of a pod run as different users (fetch and upload as the toolkit's, the script
+# as its image's), sharing the pod's group (fsGroup). So what fetch creates is group-writable, and its
+# folders are setgid: whatever anyone creates below them belongs to that group too.
+UMASK = 0o002
+SHARED_DIR_MODE = 0o2775
+# Our bookkeeping folder is writable by every user, whatever its groups: the launcher's exit code (what
+# ends the upload step's wait) must never fail on permissions. Only this pod's containers see it.
+OPEN_DIR_MODE = 0o2777
+_SHARED_DIRS = (
+    contract.INPUT_DIR,
+    contract.INPUT_DATA_DIR,
+    contract.INPUT_CONFIG_DIR,
+    contract.CODE_DIR,
+    contract.MODEL_DIR,
+    contract.OUTPUT_DIR,
+    contract.OUTPUT_DATA_DIR,
+)
+
 Say = Callable[[str], None]
 
 
@@ -48,6 +66,18 @@ def _hosts(env: Mapping[str, str]) -> list[str]:
 
 def _mb_per_s(nbytes: int, seconds: float) -> str:
     return f"{nbytes / 1e6:.1f} MB in {seconds:.1f}s ({nbytes / 1e6 / max(seconds, 1e-3):.0f} MB/s)"
+
+
+def make_tree(layout: Layout, *, checkpoints: bool) -> None:
+    """The /opt/ml folders, with the modes every container's user can work with."""
+    dirs = [(layout.path(d), SHARED_DIR_MODE) for d in _SHARED_DIRS]
+    if checkpoints:
+        dirs.append((layout.checkpoints, SHARED_DIR_MODE))
+    dirs.append((layout.ti_dir, OPEN_DIR_MODE))
+    for path, mode in dirs:
+        path.mkdir(parents=True, exist_ok=True)
+        # Explicit, not through the umask: mkdir never sets the setgid bit itself.
+        path.chmod(mode)
 
 
 def install_launcher(layout: Layout) -> Path:
@@ -151,14 +181,8 @@ def fetch(env: Mapping[str, str] | None = None, say: Say = print) -> None:
     """Everything the main container needs before it starts, under the ML root (contract.ML_ROOT_ENV)."""
     env = dict(os.environ if env is None else env)
     layout = Layout.from_env(env)
-    for path in (
-        layout.code,
-        layout.model,
-        layout.output_data,
-        layout.ti_dir,
-        layout.path(contract.INPUT_DATA_DIR),
-    ):
-        path.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = env.get(contract.TI_CHECKPOINT_PATH, "").strip()
+    make_tree(layout, checkpoints=bool(checkpoint_path))
     inputs = _json(env, contract.TI_INPUTS, {})
     if not isinstance(inputs, dict):
         raise FetchError(f"{contract.TI_INPUTS} must be a JSON object of channel name to URI")
@@ -169,7 +193,6 @@ def fetch(env: Mapping[str, str] | None = None, say: Say = print) -> None:
         fetch_source(layout, source, env, say)
     for name, uri in sorted(inputs.items()):
         fetch_channel(layout, str(name), str(uri), env, say)
-    checkpoint_path = env.get(contract.TI_CHECKPOINT_PATH, "").strip()
     if checkpoint_path:
         restore_checkpoints(layout, checkpoint_path, env, say)
 
@@ -178,6 +201,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     layout = Layout.from_env(env)
     started = time.monotonic()
+    os.umask(UMASK)  # this process is the init container: the whole of it creates shared files
 
     def say(text: str) -> None:
         print(f"ti-toolkit fetch: {text}", flush=True)

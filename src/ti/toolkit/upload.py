@@ -22,7 +22,7 @@ from types import FrameType
 from ti import contract
 from ti.storage import StorageError, store_for, upload_dir
 from ti.toolkit.checkpoints import CheckpointSync
-from ti.toolkit.fetch import RESTORED_CHECKPOINTS
+from ti.toolkit.fetch import RESTORED_CHECKPOINTS, UMASK
 from ti.toolkit.layout import Layout
 from ti.toolkit.report import read_message, write_message
 
@@ -31,6 +31,13 @@ DEFAULT_SYNC_SECONDS = 60
 # After SIGTERM (pod deleted, job stopped), how long to wait for the launcher's exit code.
 STOP_WAIT_SECONDS = 10.0
 KILLED_EXIT_CODE = 143
+# How long without the launcher's heartbeat (it beats every 2 s) before its container counts as ended.
+# The kubelet starts the main container before this one, so a launcher that runs has beaten by the time
+# this step looks. Why here and not in the operator: only this step can tell a wait for an exit code
+# that will never come from a long upload after one that came; the operator sees both as "upload
+# running" and could only cut off a large model's upload.
+LAUNCHER_GRACE_ENV = "TI_LAUNCHER_GRACE_SECONDS"
+LAUNCHER_GRACE_SECONDS = 30.0
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Settings:
     metric_definitions: list[dict[str, str]]
     sync_seconds: float
     env: dict[str, str] = field(repr=False)
+    launcher_grace_seconds: float = LAUNCHER_GRACE_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -61,6 +69,7 @@ class Settings:
             metric_definitions=[d for d in definitions if isinstance(d, dict)],
             sync_seconds=float(env.get(contract.TI_CHECKPOINT_SYNC_SECONDS) or DEFAULT_SYNC_SECONDS),
             env=dict(env),
+            launcher_grace_seconds=float(env.get(LAUNCHER_GRACE_ENV) or LAUNCHER_GRACE_SECONDS),
         )
 
 
@@ -100,6 +109,7 @@ class Uploader:
         self.say = say
         self.stop = stop or threading.Event()
         self.errors: list[str] = []
+        self.lost: str | None = None  # why the main container's exit code will never come
         self.sync: CheckpointSync | None = None
         # The chief alone writes the job's checkpoints (TensorFlow's own convention): other
         # instances restore them but never overwrite them.
@@ -108,15 +118,25 @@ class Uploader:
             store = store_for(self.settings.checkpoint_path, self.settings.env)
             self.sync = CheckpointSync(store, self.layout.checkpoints, self.settings.checkpoint_path, seen)
 
-    def wait_for_exit(self, poll_seconds: float) -> int:
-        """The main container's exit code, syncing checkpoints every sync_seconds meanwhile."""
+    def wait_for_exit(self, poll_seconds: float) -> int | None:
+        """The main container's exit code, syncing checkpoints every sync_seconds meanwhile; None when
+        the launcher never started or was killed (`self.lost` says which): its code will never come."""
         exit_file = self.layout.path(contract.EXIT_CODE_FILE)
-        next_sync = time.monotonic() + self.settings.sync_seconds
+        started = time.monotonic()
+        next_sync = started + self.settings.sync_seconds
         stop_deadline: float | None = None
         while True:
             code = self._read_exit(exit_file)
             if code is not None:
                 return code
+            lost = self._launcher_lost(started)
+            if lost is not None:
+                code = self._read_exit(exit_file)  # written just before its last beat?
+                if code is not None:
+                    return code
+                self.lost = lost
+                self.say(lost)
+                return None
             now = time.monotonic()
             if self.stop.is_set():
                 stop_deadline = stop_deadline or now + STOP_WAIT_SECONDS
@@ -127,6 +147,29 @@ class Uploader:
                 self._periodic_sync()
                 next_sync = time.monotonic() + self.settings.sync_seconds
             time.sleep(poll_seconds)
+
+    def _launcher_lost(self, started: float) -> str | None:
+        """Why the launcher will write no exit code, or None while it may still."""
+        beat = self.layout.path(contract.HEARTBEAT_FILE)
+        grace = self.settings.launcher_grace_seconds
+        try:
+            mtime = beat.stat().st_mtime
+            steady = beat.read_text().strip() == "steady"  # an image without `sleep`: no beats
+        except OSError:
+            if time.monotonic() - started < grace:
+                return None
+            return (
+                f"the training container's launcher did not start within {grace:.0f}s (no {beat}): "
+                f"its image could not run /bin/sh {contract.LAUNCHER}, or its user cannot write "
+                f"{self.layout.ti_dir}"
+            )
+        age = time.time() - mtime
+        if steady or age < grace:
+            return None
+        return (
+            f"the training container's launcher stopped {age:.0f}s ago without writing an exit code: "
+            "its container was killed or ended (the kubelet's status has its exit code)"
+        )
 
     @staticmethod
     def _read_exit(path: Path) -> int | None:
@@ -157,8 +200,9 @@ class Uploader:
             self.errors.append(f"{what}: {error}")
             self.say(f"{what} failed: {error}")
 
-    def finish(self, code: int) -> int:
-        """Store the results of a main container that exited with `code`; return this step's exit code."""
+    def finish(self, code: int | None) -> int:
+        """Store the results of a main container that exited with `code` (None: unknown, a failure);
+        return this step's exit code."""
         s, layout = self.settings, self.layout
         log = layout.path(contract.LOG_FILE)
         if s.output_path:
@@ -183,11 +227,19 @@ class Uploader:
         info = upload_dir(store_for(uri, self.settings.env), src, uri, tmp_dir=self.layout.ti_dir)
         self.say(f"uploaded {uri} ({info.size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s)")
 
-    def _report(self, code: int, metrics: dict[str, float]) -> int:
+    def _report(self, code: int | None, metrics: dict[str, float]) -> int:
         layout = self.layout
         if metrics:
             path = layout.path(contract.METRICS_FILE)
             path.write_text(json.dumps(metrics, sort_keys=True), encoding="utf-8")
+        if code is None:
+            # The main container's own status (exit code, termination message) tells the operator why
+            # it ended; this step says only that no result could be trusted.
+            message = f"{contract.UPLOAD_FAILED_REASON}: {self.lost}"
+            if self.errors:
+                message += "; " + "; ".join(self.errors)
+            write_message(message, layout.path(contract.UPLOAD_FAILURE_FILE), self.settings.env)
+            return contract.UPLOAD_FAILED_EXIT_CODE
         if code != 0:
             # The script's own reason stays the instance's story; an upload problem is appended.
             reason = (
@@ -219,10 +271,12 @@ def main(env: Mapping[str, str] | None = None, poll_seconds: float = 0.5) -> int
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
     layout = Layout.from_env(env)
+    os.umask(UMASK)
     try:
         uploader = Uploader(env, say, stop)
         code = uploader.wait_for_exit(poll_seconds)
-        say(f"the training script exited with code {code}")
+        if code is not None:
+            say(f"the training script exited with code {code}")
         result = uploader.finish(code)
     except Exception as error:
         # Settings so wrong that nothing could start, or a bug of ours: still never a success.
