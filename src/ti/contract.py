@@ -169,3 +169,5 @@ CATALOG_IMAGE_UID = 65532
 # the main container ended even when the launcher never started or was killed before writing its
 # exit code.
 HEARTBEAT_FILE = f"{TI_DIR}/heartbeat"
+# Optional (upload step): seconds without a heartbeat before the main container counts as ended.
+TI_LAUNCHER_GRACE_SECONDS = "TI_LAUNCHER_GRACE_SECONDS"

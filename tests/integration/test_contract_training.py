@@ -267,8 +267,12 @@ def test_a_failing_script_reports_why(
     [result] = run_job(object_store, job, tmp_path / "work", lines)
     assert result.exit_code == 1 and result.main_exit_code == 1 and result.upload_exit_code == 1, str(lines)
     assert result.failure_reason is not None and reason in result.failure_reason
+    # The launcher copies the reason to the main container's termination-message file, which the
+    # kubelet reads (local mode points it into the work directory); the script's own file wins there too.
+    term = (result.work_dir / ".ti" / f"{contract.MAIN_CONTAINER}.termination-log").read_text()
+    assert reason in term
     if absent:
-        assert absent not in result.failure_reason
+        assert absent not in result.failure_reason and absent not in term
     keys = object_store.keys(bucket, "out/failing/")
     assert "out/failing/logs/failing-worker-0.log" in keys
     assert "out/failing/output/model.tar.gz" not in keys

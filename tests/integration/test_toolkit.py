@@ -20,7 +20,6 @@ import pytest
 
 from ti import contract
 from ti.storage import CosSettings, CosStore
-from ti.toolkit.upload import LAUNCHER_GRACE_ENV
 
 from ..support.objectstore import LoopbackObjectStore
 
@@ -76,7 +75,7 @@ class Pod:
             contract.TM_NUM_CPUS: "2",
             # These tests play the launcher by writing its files, heartbeat aside: the upload step must
             # not take the silence for a launcher that died (tests of that set their own grace).
-            LAUNCHER_GRACE_ENV: "600",
+            contract.TI_LAUNCHER_GRACE_SECONDS: "600",
             **env,
         }
 
@@ -600,7 +599,7 @@ def test_upload_ends_when_the_launcher_never_starts(
     object_store: LoopbackObjectStore, bucket: str, tmp_path: Path
 ) -> None:
     # An image without /bin/sh, say: the main container ends at once, no launcher ever runs.
-    pod = Pod(object_store, bucket, tmp_path, **{LAUNCHER_GRACE_ENV: "2"})
+    pod = Pod(object_store, bucket, tmp_path, **{contract.TI_LAUNCHER_GRACE_SECONDS: "2"})
     started = time.monotonic()
     done = run_toolkit("upload", pod.env)
     assert done.returncode == contract.UPLOAD_FAILED_EXIT_CODE, done.stdout + done.stderr
@@ -615,7 +614,7 @@ def test_upload_ends_when_the_launchers_container_is_killed(
 ) -> None:
     """The whole container is killed (a cgroup OOM kill): no exit code is written, the heartbeat stops,
     and the upload step stores the log and ends instead of waiting forever."""
-    pod = Pod(object_store, bucket, tmp_path, **{LAUNCHER_GRACE_ENV: "6"})
+    pod = Pod(object_store, bucket, tmp_path, **{contract.TI_LAUNCHER_GRACE_SECONDS: "6"})
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "train.py").write_text(
         "import time\nprint('training', flush=True)\ntime.sleep(300)\n"

@@ -12,6 +12,7 @@ from ti.operator.render import TF_PORT, render, tf_config
 from ti.operator.settings import OperatorConfig
 
 from .jobs import at, job
+from .pod_security import baseline, restricted
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +72,7 @@ def test_single_cpu_instance() -> None:
         "requests": {"cpu": "4", "memory": "8Gi"},
         "limits": {"cpu": "4", "memory": "8Gi"},
     }
-    assert main["terminationMessagePath"] == contract.FAILURE_FILE == "/opt/ml/output/failure"
+    assert main["terminationMessagePath"] == contract.TERMINATION_LOG == "/dev/termination-log"
     assert main["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert "ports" not in main
     assert "nodeSelector" not in spec and "tolerations" not in spec
@@ -343,3 +344,93 @@ def test_operator_config_from_env() -> None:
         5,
     )
     assert OperatorConfig.from_env({}) == OperatorConfig()
+
+
+# ---- what a real kubelet and the Pod Security admission see -----------------------------------------
+
+
+def _under(path: str, mount: str) -> bool:
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def test_no_termination_message_path_lies_in_a_volume() -> None:
+    """The kubelet bind-mounts its own file at terminationMessagePath: inside the shared /opt/ml it
+    would hide the script's failure file and make the launcher's rm and mv fail (Device or resource busy)."""
+    j = job(instanceCount=2, instanceType="ML.GN8.3XLARGE112", checkpointPath="cos://ckpt-1250000000/m")
+    for pod in render(j, CATALOG, CONFIG).pods:
+        for c in containers(pod).values():
+            path = c.get("terminationMessagePath", contract.TERMINATION_LOG)
+            mounts = [m["mountPath"] for m in c["volumeMounts"]]
+            assert not any(_under(path, m) for m in mounts), f"{c['name']}: {path} is inside {mounts}"
+            assert not _under(path, contract.ML_ROOT)
+            assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_pod_shares_its_volume_through_a_group() -> None:
+    (pod,) = render(job(), CATALOG, CONFIG).pods
+    assert pod["spec"]["securityContext"] == {
+        "fsGroup": contract.POD_FS_GROUP,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    for name in (contract.FETCH_CONTAINER, contract.UPLOAD_CONTAINER):
+        ctx = containers(pod)[name]["securityContext"]
+        assert (ctx["runAsUser"], ctx["runAsGroup"], ctx["runAsNonRoot"]) == (contract.TOOLKIT_UID,) * 2 + (
+            True,
+        )
+
+
+RESTRICTED_SHAPES = {
+    "single": {},
+    "checkpoints": {"checkpointPath": "cos://ckpt-1250000000/mnist"},
+    "two-workers": {"instanceCount": 2},
+    "parameter-server": {"instanceCount": 2, "distribution": {"type": "parameterServer"}},
+    "gpus": {"instanceType": "ML.GN8.3XLARGE112", "instanceCount": 2},
+    "tf-1.14": {"frameworkVersion": "1.14.0"},
+    "no-secret": {},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(RESTRICTED_SHAPES))
+def test_pods_with_a_catalog_image_meet_the_restricted_standard(shape: str) -> None:
+    config = OperatorConfig() if shape == "no-secret" else CONFIG
+    for pod in render(job(**RESTRICTED_SHAPES[shape]), CATALOG, config).pods:
+        assert restricted(pod) == [], pod["metadata"]["name"]
+        main = containers(pod)[contract.MAIN_CONTAINER]["securityContext"]
+        assert main["runAsUser"] == contract.CATALOG_IMAGE_UID and main["runAsNonRoot"] is True
+
+
+def test_a_custom_image_keeps_its_user_and_the_toolkit_stays_restricted() -> None:
+    (pod,) = render(job(image="registry.example.com/me/tf:root"), CATALOG, CONFIG).pods
+    assert "securityContext" not in containers(pod)[contract.MAIN_CONTAINER]
+    assert baseline(pod) == []
+    assert restricted(pod) == [
+        "container tensorflow: allowPrivilegeEscalation is not false",
+        "container tensorflow: capabilities do not drop ALL",
+        "container tensorflow: runAsNonRoot is not true",
+    ]
+
+
+def test_the_restricted_check_refuses_what_the_admission_refuses() -> None:
+    """The checker above can fail: each rule it knows, broken once."""
+    (pod,) = render(job(), CATALOG, CONFIG).pods
+    spec = pod["spec"]
+    spec["volumes"].append({"name": "host", "hostPath": {"path": "/var"}})
+    del spec["securityContext"]["seccompProfile"]
+    fetch = spec["initContainers"][0]
+    fetch["securityContext"] = {**fetch["securityContext"], "allowPrivilegeEscalation": True, "runAsUser": 0}
+    upload = spec["containers"][1]
+    upload["securityContext"] = {"capabilities": {"add": ["SYS_ADMIN"]}, "privileged": True}
+    found = restricted(pod)
+    for expected in (
+        "volume host is a hostPath",
+        "volume host has a restricted type ['hostPath']",
+        "container fetch: allowPrivilegeEscalation is not false",
+        "container fetch: runAsUser is 0",
+        "container upload: privileged",
+        "container upload: adds capabilities ['SYS_ADMIN']",
+        "container upload: capabilities do not drop ALL",
+        "container upload: runAsNonRoot is not true",
+        "container tensorflow: no seccompProfile (neither the pod's nor its own)",
+    ):
+        assert expected in found, (expected, found)

@@ -36,7 +36,6 @@ KILLED_EXIT_CODE = 143
 # this step looks. Why here and not in the operator: only this step can tell a wait for an exit code
 # that will never come from a long upload after one that came; the operator sees both as "upload
 # running" and could only cut off a large model's upload.
-LAUNCHER_GRACE_ENV = "TI_LAUNCHER_GRACE_SECONDS"
 LAUNCHER_GRACE_SECONDS = 30.0
 
 
@@ -69,7 +68,9 @@ class Settings:
             metric_definitions=[d for d in definitions if isinstance(d, dict)],
             sync_seconds=float(env.get(contract.TI_CHECKPOINT_SYNC_SECONDS) or DEFAULT_SYNC_SECONDS),
             env=dict(env),
-            launcher_grace_seconds=float(env.get(LAUNCHER_GRACE_ENV) or LAUNCHER_GRACE_SECONDS),
+            launcher_grace_seconds=float(
+                env.get(contract.TI_LAUNCHER_GRACE_SECONDS) or LAUNCHER_GRACE_SECONDS
+            ),
         )
 
 
