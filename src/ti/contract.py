@@ -169,5 +169,9 @@ CATALOG_IMAGE_UID = 65532
 # the main container ended even when the launcher never started or was killed before writing its
 # exit code.
 HEARTBEAT_FILE = f"{TI_DIR}/heartbeat"
-# Optional (upload step): seconds without a heartbeat before the main container counts as ended.
+# Upload step: seconds without a heartbeat before a launcher that did beat counts as ended (optional),
+# and how long a launcher may take to beat at all (the renderer sets the job's scheduling timeout: a
+# main container whose image pull fails lets the upload container start first, and such a pod is the
+# operator's to fail, at that timeout).
 TI_LAUNCHER_GRACE_SECONDS = "TI_LAUNCHER_GRACE_SECONDS"
+TI_LAUNCHER_START_SECONDS = "TI_LAUNCHER_START_SECONDS"

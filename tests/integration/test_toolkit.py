@@ -76,6 +76,7 @@ class Pod:
             # These tests play the launcher by writing its files, heartbeat aside: the upload step must
             # not take the silence for a launcher that died (tests of that set their own grace).
             contract.TI_LAUNCHER_GRACE_SECONDS: "600",
+            contract.TI_LAUNCHER_START_SECONDS: "600",
             **env,
         }
 
@@ -599,7 +600,7 @@ def test_upload_ends_when_the_launcher_never_starts(
     object_store: LoopbackObjectStore, bucket: str, tmp_path: Path
 ) -> None:
     # An image without /bin/sh, say: the main container ends at once, no launcher ever runs.
-    pod = Pod(object_store, bucket, tmp_path, **{contract.TI_LAUNCHER_GRACE_SECONDS: "2"})
+    pod = Pod(object_store, bucket, tmp_path, **{contract.TI_LAUNCHER_START_SECONDS: "2"})
     started = time.monotonic()
     done = run_toolkit("upload", pod.env)
     assert done.returncode == contract.UPLOAD_FAILED_EXIT_CODE, done.stdout + done.stderr

@@ -147,6 +147,8 @@ def test_toolkit_containers() -> None:
     assert env[contract.TI_INSTANCE_ROLE] == "worker"
     assert json.loads(env[contract.TI_METRIC_DEFINITIONS]) == []
     assert env[contract.TI_CHECKPOINT_SYNC_SECONDS] == "60"
+    # The upload step gives a launcher that never beats as long as the operator gives a stuck pod.
+    assert env[contract.TI_LAUNCHER_START_SECONDS] == "900"  # the default schedulingTimeoutSeconds
     assert env[contract.TENCENTCLOUD_REGION] == "ap-guangzhou"
     assert env[contract.COS_ENDPOINT] == "http://127.0.0.1:9000"
     assert env["TM_HOSTS"] == '["mnist-worker-0"]'  # the fetch step writes resourceconfig.json from these

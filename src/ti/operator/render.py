@@ -176,6 +176,7 @@ def toolkit_env(
             [m.model_dump(by_alias=True) for m in spec.metric_definitions]
         ),
         contract.TI_CHECKPOINT_SYNC_SECONDS: str(config.checkpoint_sync_seconds),
+        contract.TI_LAUNCHER_START_SECONDS: str(spec.run_policy.scheduling_timeout_seconds),
     }
     if config.cos_region:
         env[contract.TENCENTCLOUD_REGION] = config.cos_region

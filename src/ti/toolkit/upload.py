@@ -32,11 +32,16 @@ DEFAULT_SYNC_SECONDS = 60
 STOP_WAIT_SECONDS = 10.0
 KILLED_EXIT_CODE = 143
 # How long without the launcher's heartbeat (it beats every 2 s) before its container counts as ended.
-# The kubelet starts the main container before this one, so a launcher that runs has beaten by the time
-# this step looks. Why here and not in the operator: only this step can tell a wait for an exit code
-# that will never come from a long upload after one that came; the operator sees both as "upload
-# running" and could only cut off a large model's upload.
+# Why here and not in the operator: only this step can tell a wait for an exit code that will never
+# come from a long upload after one that came; the operator sees both as "upload running" and could
+# only cut off a large model's upload.
 LAUNCHER_GRACE_SECONDS = 30.0
+# How long a launcher may take to beat at all. The kubelet starts the main container before this one,
+# except when the main image's pull fails: then this one runs first, and the main container may still
+# start on a later pull. So the wait is long (the renderer passes the job's schedulingTimeoutSeconds,
+# by which the operator fails a pod whose image never comes); it ends a pod whose launcher could never
+# run, e.g. an image without /bin/sh.
+LAUNCHER_START_SECONDS = 600.0
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Settings:
     sync_seconds: float
     env: dict[str, str] = field(repr=False)
     launcher_grace_seconds: float = LAUNCHER_GRACE_SECONDS
+    launcher_start_seconds: float = LAUNCHER_START_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -70,6 +76,9 @@ class Settings:
             env=dict(env),
             launcher_grace_seconds=float(
                 env.get(contract.TI_LAUNCHER_GRACE_SECONDS) or LAUNCHER_GRACE_SECONDS
+            ),
+            launcher_start_seconds=float(
+                env.get(contract.TI_LAUNCHER_START_SECONDS) or LAUNCHER_START_SECONDS
             ),
         )
 
@@ -157,10 +166,11 @@ class Uploader:
             mtime = beat.stat().st_mtime
             steady = beat.read_text().strip() == "steady"  # an image without `sleep`: no beats
         except OSError:
-            if time.monotonic() - started < grace:
+            wait = self.settings.launcher_start_seconds
+            if time.monotonic() - started < wait:
                 return None
             return (
-                f"the training container's launcher did not start within {grace:.0f}s (no {beat}): "
+                f"the training container's launcher did not start within {wait:.0f}s (no {beat}): "
                 f"its image could not run /bin/sh {contract.LAUNCHER}, or its user cannot write "
                 f"{self.layout.ti_dir}"
             )
