@@ -64,12 +64,16 @@ class Reason(_Documented):
     INVALID_IMAGE = "InvalidImage", "The training or toolkit image name is not valid."
     IMAGE_PULL_FAILED = (
         "ImagePullFailed",
-        "An image could not be pulled within runPolicy.schedulingTimeoutSeconds.",
+        "An image could not be pulled within runPolicy.schedulingTimeoutSeconds. Set at once while a "
+        "container waits on its image (the job still Starting or Downloading), with the pod, container, "
+        "image and the kubelet's message in the Running condition.",
     )
     CONTAINER_CONFIG_ERROR = (
         "ContainerConfigError",
         "A container could not be created within runPolicy.schedulingTimeoutSeconds, e.g. the storage "
-        "Secret does not exist.",
+        "Secret does not exist (set at once while it waits, the kubelet's message in the Running "
+        "condition); or the training container could not start at all (no /bin/sh in its image): "
+        "failed at once.",
     )
     FAILED_CREATE = (
         "FailedCreate",
@@ -143,6 +147,16 @@ class EventReason(_Documented):
     FAILED_CREATE = (
         "FailedCreate",
         "Warning: the API server refused the job's pods or Service; once per distinct message.",
+    )
+    IMAGE_PULL_FAILED = (
+        "ImagePullFailed",
+        "Warning: a container waits on an image that cannot be pulled; the message names the pod, "
+        "container, image and the kubelet's message. Once per distinct message.",
+    )
+    CONTAINER_CONFIG_ERROR = (
+        "ContainerConfigError",
+        "Warning: a container cannot be created (a Secret it needs does not exist, say); the message "
+        "has the kubelet's. Once per distinct message.",
     )
     RECONCILE_ERROR = (
         "ReconcileError",

@@ -607,3 +607,95 @@ def test_reason_table_is_documented() -> None:
         "InvalidSpec",
     ):
         assert reason in table
+
+
+# ---- what a real kubelet shows (issue 13) ---------------------------------------------------------
+
+PULL_ERROR = 'Failed to pull image "tf:nope": rpc error: code = NotFound desc = not found'
+
+
+def _waiting_main(reason: str, message: str) -> dict[str, Any]:
+    p = pod(
+        **SCHEDULED, fetch=done(0), main={"waiting": {"reason": reason, "message": message}}, upload=RUNNING
+    )
+    p["status"]["containerStatuses"][0]["image"] = "tf:nope"
+    return p
+
+
+def test_a_stuck_container_is_named_with_its_image_and_the_kubelets_message() -> None:
+    r = read_pod(_waiting_main("ErrImagePull", PULL_ERROR))
+    assert r.stuck == "ImagePullFailed"
+    assert (
+        r.message
+        == f"mnist-worker-0: container tensorflow cannot pull its image tf:nope: ErrImagePull: {PULL_ERROR}"
+    )
+    # The back-off repeats the same error after its own prefix: the same message, so one Event.
+    again = read_pod(
+        _waiting_main("ImagePullBackOff", f'Back-off pulling image "tf:nope": ErrImagePull: {PULL_ERROR}')
+    )
+    assert again.message == r.message
+    older = read_pod(_waiting_main("ImagePullBackOff", 'Back-off pulling image "tf:nope"'))
+    assert (
+        older.message
+        == 'mnist-worker-0: container tensorflow cannot pull its image tf:nope: ImagePullBackOff: Back-off pulling image "tf:nope"'
+    )
+    secret = read_pod(
+        pod(
+            **SCHEDULED,
+            fetch={"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "cos" not found'}},
+        )
+    )
+    assert (
+        secret.message
+        == 'mnist-worker-0: container fetch cannot be created: CreateContainerConfigError: secret "cos" not found'
+    )
+
+
+def test_a_stuck_container_is_the_jobs_reason_while_it_waits() -> None:
+    j = job(status=STARTED, runPolicy={"schedulingTimeoutSeconds": 100})
+    new, verdict = derive_status(j, [_waiting_main("ErrImagePull", PULL_ERROR)], at(50))
+    assert (new.phase, new.reason, verdict.retry) == (Phase.DOWNLOADING, "ImagePullFailed", False)
+    running = new.condition(ConditionType.RUNNING)
+    assert running is not None and running.status == ConditionStatus.TRUE
+    assert running.message is not None and "tf:nope" in running.message and PULL_ERROR in running.message
+    assert verdict.recheck_at == at(100)  # and it still fails at the scheduling timeout
+    late, _ = derive_status(j, [_waiting_main("ErrImagePull", PULL_ERROR)], at(100))
+    assert (
+        late.phase is Phase.FAILED
+        and late.reason == "ImagePullFailed"
+        and "tf:nope" in (late.failure_reason or "")
+    )
+
+    # Waiting before the main container (fetch: its Secret is missing): Starting, Running False says why.
+    p = pod(
+        **SCHEDULED,
+        fetch={"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "cos" not found'}},
+    )
+    new, _ = derive_status(j, [p], at(50))
+    assert (new.phase, new.reason) == (Phase.STARTING, "ContainerConfigError")
+    running = new.condition(ConditionType.RUNNING)
+    assert running is not None and running.status == ConditionStatus.FALSE
+    assert running.reason == "ContainerConfigError" and 'secret "cos" not found' in (running.message or "")
+
+    # Once the image comes, the job trains and the reason is gone.
+    trained, _ = derive_status(
+        job(status=new.model_dump(by_alias=True, mode="json")), [running_pod(0)], at(60)
+    )
+    assert trained.phase is Phase.TRAINING and trained.reason is None
+    assert (trained.condition(ConditionType.RUNNING) or running).message == "instances are training"
+
+
+def test_a_main_container_that_could_not_start_fails_at_once_whatever_the_upload_step_does() -> None:
+    # No /bin/sh in the image: the launcher never ran, so the upload step would only wait.
+    said = 'exec: "/bin/sh": stat /bin/sh: no such file or directory: unknown'
+    r = read_pod(
+        pod(
+            **SCHEDULED,
+            phase="Running",
+            fetch=done(0),
+            main=done(128, said, reason="StartError"),
+            upload=RUNNING,
+        )
+    )
+    assert (r.outcome, r.reason) == (Outcome.USER_ERROR, "ContainerConfigError")
+    assert r.message == f"mnist-worker-0: the training container could not start: {said}"

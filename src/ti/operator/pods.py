@@ -16,6 +16,7 @@ stands (`_RULES`); the first that answers wins, and a pod none of them claims is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,6 +38,12 @@ _STUCK = {
     "CreateContainerError": Reason.CONTAINER_CONFIG_ERROR,
     "RunContainerError": Reason.CONTAINER_CONFIG_ERROR,
 }
+STUCK_REASONS = frozenset(_STUCK.values())
+# The kubelet's back-off message repeats the pull's own error after this prefix (v1.30 and later): the
+# same story, so the same message (and one Event), not a new one every back-off.
+_BACKOFF = re.compile(r'^Back-off pulling image "[^"]*": (?:(\w+): )?')
+# The kubelet's reasons for a container that could not even be started (containerd's, docker's).
+START_ERRORS = frozenset({"StartError", "ContainerCannotRun"})
 # The reasons of a pod's DisruptionTarget condition (Kubernetes' words) → ours.
 _DISRUPTIONS = {
     "PreemptionByScheduler": Reason.PREEMPTED,
@@ -232,6 +239,21 @@ def _deleted(pod: _Pod) -> PodReport | None:
     )
 
 
+def _could_not_start(pod: _Pod) -> PodReport | None:
+    # No /bin/sh in the image, say: the launcher never ran, the upload step would only wait for it,
+    # and a retry would fail the same way. The kubelet's message says why.
+    end = _terminated(pod.main)
+    if end is None or end.get("reason") not in START_ERRORS:
+        return None
+    said = str(end.get("message") or end["reason"]).strip()
+    return pod.report(
+        InstancePhase.FAILED,
+        Outcome.USER_ERROR,
+        reason=Reason.CONTAINER_CONFIG_ERROR,
+        message=clip(f"{pod.name}: the training container could not start: {said}"),
+    )
+
+
 def _fetch_failed(pod: _Pod) -> PodReport | None:
     return _step_failed(pod, _terminated(pod.fetch), "the download step", Reason.DOWNLOAD_FAILED)
 
@@ -296,6 +318,7 @@ _RULES: tuple[Rule, ...] = (
     _failed_by_node,
     _node_unknown,
     _deleted,
+    _could_not_start,
     _fetch_failed,
     _script_failed,
     _upload_failed,
@@ -310,8 +333,9 @@ def _progress(pod: _Pod) -> PodReport:
     for container in (pod.fetch, pod.main, pod.upload):
         waiting = _waiting(container)
         if waiting.get("reason") in _STUCK:
+            assert container is not None
             more["stuck"] = _STUCK[waiting["reason"]]
-            more["message"] = f"{pod.name}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+            more["message"] = _stuck_message(pod.name, container, waiting)
             break
     scheduled = pod.conditions.get("PodScheduled") or {}
     if not pod.fields["scheduled"] and scheduled.get("reason") == "Unschedulable":
@@ -331,6 +355,22 @@ def _progress(pod: _Pod) -> PodReport:
 
 
 # ---- helpers --------------------------------------------------------------------------------------
+
+
+def _stuck_message(pod: str, container: Mapping[str, Any], waiting: Mapping[str, Any]) -> str:
+    """What holds a container up, naming it, its image and what the kubelet said (a missing Secret's
+    name is in the kubelet's message)."""
+    name = container.get("name")
+    why, said = str(waiting["reason"]), str(waiting.get("message") or "").strip()
+    again = _BACKOFF.match(said)
+    if why == "ImagePullBackOff" and again and said[again.end() :]:
+        why, said = again.group(1) or "ErrImagePull", said[again.end() :]
+    if _STUCK[str(waiting["reason"])] == Reason.IMAGE_PULL_FAILED:
+        image = container.get("image")
+        head = f"{pod}: container {name} cannot pull its image" + (f" {image}" if image else "")
+    else:
+        head = f"{pod}: container {name} cannot be created"
+    return clip(f"{head}: {why}: {said}" if said else f"{head}: {why}")
 
 
 def _step_failed(pod: _Pod, end: Mapping[str, Any] | None, what: str, user_reason: str) -> PodReport | None:

@@ -38,7 +38,7 @@ from ti.api import (
 from ti.catalog import Catalog, CatalogError
 from ti.operator import status as st
 from ti.operator.plans import WAIT_SECONDS, Event, Plan, PodDeletion, merge_patch
-from ti.operator.pods import attempt_of, read_pod
+from ti.operator.pods import STUCK_REASONS, attempt_of, read_pod
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
 from ti.operator.status import current_attempt, derive_status, transition
@@ -170,6 +170,7 @@ class _Decision:
             self.service = rendered.service  # someone deleted it; the pods need their DNS names
         self.new, verdict = derive_status(job, mine, self.now)
         self.instance_events(current, attempt)
+        self.stuck_event(verdict)
         if verdict.retry:
             self.delete(current, Deletion.RETRY, graceful=True)
             self.event(
@@ -268,7 +269,9 @@ class _Decision:
     def clean(self, mine: list[Mapping[str, Any]], status: TFTrainingJobStatus) -> None:
         """Apply cleanPodPolicy to a finished job; some endings free every running pod regardless."""
         policy = self.job.spec.run_policy.clean_pod_policy
-        live = _live(mine)
+        # "Running" means still training: a pod whose script has ended is kept while its upload step
+        # stores the log (and `kubectl logs` still finds it), then it is a finished pod like any other.
+        live = _training(mine)
         forced = status.reason in _FREE_ALL_REASONS or status.phase == Phase.STOPPED
         # Forced frees carry the job's reason (e.g. Unschedulable), so the caller can log why.
         why = (status.reason or Deletion.CLEAN) if forced else Deletion.CLEAN
@@ -332,6 +335,18 @@ class _Decision:
                 attempt=attempt,
             )
 
+    def stuck_event(self, verdict: st.Verdict) -> None:
+        # A container waiting on its image or a Secret: a Warning once per distinct message (the status
+        # remembers the last one), so `kubectl describe` says it long before the job fails.
+        if verdict.retry or verdict.phase.finished or verdict.reason not in STUCK_REASONS:
+            return
+        running = self.old.condition(ConditionType.RUNNING)
+        said = running.message if running is not None else None
+        if self.old.reason == verdict.reason and said == verdict.message:
+            return
+        reason = EventReason(verdict.reason)  # the same words as the status reason
+        self.event("Warning", reason, verdict.message or reason, status_reason=verdict.reason)
+
     def transition_events(self) -> None:
         if self.old.phase == Phase.SUSPENDED and self.new.phase not in (Phase.SUSPENDED, None):
             self.events.insert(
@@ -380,6 +395,18 @@ def _name(pod: Mapping[str, Any]) -> str:
 
 def _deleting(pod: Mapping[str, Any]) -> bool:
     return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _training(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The live pods whose training container has not ended."""
+    return [p for p in _live(pods) if not _main_ended(p)]
+
+
+def _main_ended(pod: Mapping[str, Any]) -> bool:
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        if c.get("name") == contract.MAIN_CONTAINER:
+            return bool((c.get("state") or {}).get("terminated"))
+    return False
 
 
 def _live(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

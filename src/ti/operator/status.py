@@ -24,7 +24,7 @@ from ti.api import (
     TFTrainingJob,
     TFTrainingJobStatus,
 )
-from ti.operator.pods import Outcome, PodReport, attempt_of, clip, read_pod
+from ti.operator.pods import STUCK_REASONS, Outcome, PodReport, attempt_of, clip, read_pod
 from ti.reasons import Reason
 
 _RUNNING_PHASES = (Phase.STARTING, Phase.DOWNLOADING, Phase.TRAINING, Phase.UPLOADING)
@@ -160,6 +160,9 @@ def judge(
     ps = [r for r in current if r.role == contract.ROLE_PS]
     if workers and all(r.outcome == Outcome.SUCCEEDED for r in workers):
         return Verdict(Phase.COMPLETED, reason=Reason.COMPLETED)
+    # Not failed yet, but a container waits on an image or a Secret: the status says which, now, not
+    # only when schedulingTimeoutSeconds has passed.
+    stuck = next((r for r in current if r.outcome == Outcome.RUNNING and r.stuck), None)
 
     # The job is as far as its slowest worker; a parameter server only holds it back while starting.
     ranks = [_RANK[r.phase] for r in workers if r.phase in _RANK]
@@ -169,6 +172,8 @@ def judge(
     slowest = min(ranks, default=_RANK[InstancePhase.STARTING])
     job_phase = next(_JOB_PHASE[p] for p, rank in _RANK.items() if rank == slowest)
     when = datetime.fromtimestamp(min(recheck), tz=timezone.utc) if recheck else None
+    if stuck is not None:
+        return Verdict(job_phase, reason=stuck.stuck, message=stuck.message, recheck_at=when)
     return Verdict(job_phase, recheck_at=when)
 
 
@@ -241,7 +246,8 @@ def transition(
             ConditionType.RUNNING,
             True,
             reason=phase.value,
-            message=f"instances are {phase.value.lower()}",
+            # What holds an instance up (an image that cannot be pulled), when something does.
+            message=message or f"instances are {phase.value.lower()}",
             **kw,
         )
         set_condition(
@@ -260,7 +266,8 @@ def transition(
             False,
             reason=reason or phase.value,
             message=message,
-            only_if_present=True,
+            # A job that cannot start (a container waiting on its image or a Secret) says why here.
+            only_if_present=not (phase == Phase.STARTING and reason in STUCK_REASONS),
             **kw,
         )
     if phase == Phase.SUSPENDED:
