@@ -185,9 +185,10 @@ TABLE: list[
             "upload": done(128),
         },
         0,
-        Phase.PENDING,
-        "ExitCode128",
-        True,
+        # The image's fault, not the platform's: a retry would fail the same way (issue 13).
+        Phase.FAILED,
+        "ContainerConfigError",
+        False,
     ),
     ("nothing started yet", {}, {}, {"phase": "Pending"}, 0, Phase.STARTING, None, False),
     (
