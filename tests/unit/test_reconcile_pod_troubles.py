@@ -102,6 +102,14 @@ def test_clean_running_keeps_pods_whose_training_ended() -> None:
     assert _kept_and_deleted(decide(finished, ended, 120)) == []
 
 
+def test_clean_running_frees_a_pod_whose_main_container_never_started() -> None:
+    j = started(runPolicy={"cleanPodPolicy": "Running"})
+    never = on_node(0, main=done(128, 'exec: "/bin/sh": no such file', reason="StartError"), upload=RUNNING)
+    p = decide(j, [never], 30)
+    assert p.status is not None and p.status.reason == "ContainerConfigError"
+    assert [(d.name, d.reason) for d in p.delete_pods] == [("mnist-worker-0", "clean")]
+
+
 def test_clean_all_still_deletes_every_pod() -> None:
     j = started(instanceCount=2, runPolicy={"cleanPodPolicy": "All"})
     pods = [

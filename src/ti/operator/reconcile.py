@@ -38,7 +38,7 @@ from ti.api import (
 from ti.catalog import Catalog, CatalogError
 from ti.operator import status as st
 from ti.operator.plans import WAIT_SECONDS, Event, Plan, PodDeletion, merge_patch
-from ti.operator.pods import STUCK_REASONS, attempt_of, read_pod
+from ti.operator.pods import START_ERRORS, STUCK_REASONS, attempt_of, read_pod
 from ti.operator.render import render
 from ti.operator.settings import OperatorConfig
 from ti.operator.status import current_attempt, derive_status, transition
@@ -403,9 +403,12 @@ def _training(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _main_ended(pod: Mapping[str, Any]) -> bool:
+    # A main container that could not even start never trained: nothing to keep, and its upload step
+    # would only wait for a launcher that never runs.
     for c in (pod.get("status") or {}).get("containerStatuses") or []:
         if c.get("name") == contract.MAIN_CONTAINER:
-            return bool((c.get("state") or {}).get("terminated"))
+            end = (c.get("state") or {}).get("terminated") or {}
+            return bool(end) and end.get("reason") not in START_ERRORS
     return False
 
 
