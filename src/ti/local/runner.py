@@ -200,9 +200,10 @@ class LocalPod:
 
     def _message_path(self, name: str) -> Path:
         spec = container_spec(self.manifest, name) or {}
-        path = spec.get("terminationMessagePath")
-        if path:
-            return Path(rebase(str(path), str(self.root)))
+        path = str(spec.get("terminationMessagePath") or "")
+        if path == contract.ML_ROOT or path.startswith(contract.ML_ROOT + "/"):
+            return Path(rebase(path, str(self.root)))
+        # The kubelet's own file (/dev/termination-log): here, the one TI_TERMINATION_LOG names.
         return termination_log_path(self.root, name)
 
     def _end(self, grace_seconds: float) -> None:
