@@ -20,14 +20,17 @@ Measured per job: create -> all its pods created, and all its pods finished -> t
 (times are when this process's watches saw each change); API requests per job by verb, both from the
 API server's apiserver_request_total (every client: controller, scheduler, kwok, this script) and from
 its audit log (the controller's own identity only); the controller's peak RSS (VmHWM) and CPU seconds.
+Ours alone: RSS with many jobs known (--rss-jobs), and what pods without our label cost it in a
+namespace it watches (--unrelated-pods: extra RSS and CPU-seconds).
 
 Client rate limits: kube-controller-manager defaults to 20 QPS / 30 burst and controller-runtime (the
 training-operator, which has no flag for it) uses 20 / 30. "equal" runs ours at TI_OPERATOR_QPS=20,
 TI_OPERATOR_BURST=30; "default" runs ours unlimited (its default). The peers' defaults are the equal
 setting, so they run once.
 
-  .venv/bin/python bench/control_plane.py                  # full sizes: 200x2, 20x16, RSS with 1000 jobs
-  .venv/bin/python bench/control_plane.py --size small     # 50x2, 5x16, RSS with 250 jobs
+  .venv/bin/python bench/control_plane.py                  # full sizes: 200x2, 20x16, RSS with 1000 and
+                                                           # 5000 jobs, 5000 unrelated pods
+  .venv/bin/python bench/control_plane.py --size small     # 50x2, 5x16, RSS with 250 jobs, 500 unrelated
   .venv/bin/python bench/control_plane.py --workloads 200x2 --systems ours,job --rates equal
 
 Results: printed as tables with ratios, and written as JSON (--out, default bench/results.json).
@@ -86,6 +89,8 @@ WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")
 BUCKET = "cos://models-1250000000"
 SYSTEM_NS = "bench-system"
 RSS_NS = "bench-rss"
+RSS_NAMESPACES = tuple(f"{RSS_NS}-{i}" for i in range(4))  # one per --rss-jobs size; their pods never end
+UNRELATED_NS = "bench-unrelated"
 EQUAL_QPS, EQUAL_BURST = 20, 30
 JOB_CONTROLLER_USER = "system:serviceaccount:kube-system:job-controller"
 OURS_USER = f"system:serviceaccount:{SYSTEM_NS}:ti-operator"
@@ -203,7 +208,7 @@ def bench_plane(work: Path, run_seconds: float) -> Iterator[ControlPlane]:
     stages = ks.pod_stages(
         ks.end_stage(
             "bench-pods-finish",
-            [ks.expr(".metadata.namespace", "NotIn", RSS_NS, "kube-system", SYSTEM_NS)],
+            [ks.expr(".metadata.namespace", "NotIn", *RSS_NAMESPACES, "kube-system", SYSTEM_NS)],
             after_ms=int(run_seconds * 1000),
         )
     )
@@ -724,29 +729,32 @@ def run_scenario(
 
 
 def rss_with_many_jobs(
-    plane: ControlPlane, api: client.ApiClient, kubeconfig: Path, jobs: int, work: Path
+    plane: ControlPlane,
+    api: client.ApiClient,
+    kubeconfig: Path,
+    jobs: int,
+    work: Path,
+    ns: str = RSS_NAMESPACES[0],
 ) -> dict[str, Any]:
     """Our operator's memory with `jobs` two-instance jobs known: their pods run and never end."""
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
-    new_namespace(plane, core, RSS_NS)
-    proc = start_ours(plane, kubeconfig, RSS_NS, None, work)
+    new_namespace(plane, core, ns)
+    proc = start_ours(plane, kubeconfig, ns, None, work)
     idle_kb = proc.status_kb("VmRSS")
-    log(f"RSS: {jobs} jobs x 2 instances in {RSS_NS}")
+    log(f"RSS: {jobs} jobs x 2 instances in {ns}")
     began = time.monotonic()
 
     def create(i: int) -> None:
         custom.create_namespaced_custom_object(
-            "training.ti.io", "v1alpha1", RSS_NS, "tftrainingjobs", ours_manifest(f"r{i:05d}", 2)
+            "training.ti.io", "v1alpha1", ns, "tftrainingjobs", ours_manifest(f"r{i:05d}", 2)
         )
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(create, range(jobs)))
 
     def phases() -> Counter[str]:
-        listed: Any = custom.list_namespaced_custom_object(
-            "training.ti.io", "v1alpha1", RSS_NS, "tftrainingjobs"
-        )
+        listed: Any = custom.list_namespaced_custom_object("training.ti.io", "v1alpha1", ns, "tftrainingjobs")
         items = listed["items"]
         return Counter((j.get("status") or {}).get("phase", "-") for j in items)
 
@@ -761,7 +769,7 @@ def rss_with_many_jobs(
         time.sleep(1)
     result = {
         "jobs": jobs,
-        "pods": len(core.list_namespaced_pod(RSS_NS, label_selector="training.ti.io/job-name").items),
+        "pods": len(core.list_namespaced_pod(ns, label_selector="training.ti.io/job-name").items),
         "phases": dict(phases()),
         "seconds_to_all_training": round(settled, 1),
         "idle_rss_mb": round(idle_kb / 1024, 1),
@@ -771,6 +779,65 @@ def rss_with_many_jobs(
     }
     proc.stop()
     log(f"  RSS {result['rss_mb_after']} MB (peak {result['peak_rss_mb']} MB) with {jobs} jobs")
+    return result
+
+
+def unrelated_pods(
+    plane: ControlPlane, api: client.ApiClient, kubeconfig: Path, count: int, work: Path
+) -> dict[str, Any]:
+    """What `count` pods without our job label cost our operator in a namespace it watches: its extra
+    RSS and CPU-seconds while they are created, run and end, against the same window before them. Its
+    pod watch has a server-side label selector, so none of them should reach it."""
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    new_namespace(plane, core, UNRELATED_NS)
+    proc = start_ours(plane, kubeconfig, UNRELATED_NS, None, work)
+    # One job of ours, so the operator watches the namespace's pods (it starts on a namespace's first job).
+    custom.create_namespaced_custom_object(
+        "training.ti.io", "v1alpha1", UNRELATED_NS, "tftrainingjobs", ours_manifest("anchor", 1)
+    )
+    wait_for(
+        lambda: core.list_namespaced_pod(UNRELATED_NS, label_selector="training.ti.io/job-name").items,
+        "the anchor job's pod",
+        60,
+    )
+    time.sleep(3)
+    spec = pod_spec(UNRELATED_NS, 1)
+    window = 20.0
+    rss_before, cpu_before = proc.status_kb("VmRSS"), proc.cpu_seconds()
+    time.sleep(window)
+    idle_cpu = proc.cpu_seconds() - cpu_before
+    log(f"unrelated pods: {count} in {UNRELATED_NS}")
+    began = time.monotonic()
+    cpu_start = proc.cpu_seconds()
+
+    def create(i: int) -> None:
+        body = {"metadata": {"name": f"other-{i:05d}", "labels": {"app": "unrelated"}}, "spec": spec}
+        core.create_namespaced_pod(UNRELATED_NS, body)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(create, range(count)))
+    peak = 0
+    while time.monotonic() - began < max(window, 60.0):
+        peak = max(peak, proc.status_kb("VmRSS"))
+        done = core.list_namespaced_pod(UNRELATED_NS, label_selector="app=unrelated", _preload_content=False)
+        phases = Counter(p["status"].get("phase") for p in json.loads(done.data)["items"])  # type: ignore[attr-defined]
+        if phases.get("Succeeded", 0) >= count:
+            break
+        time.sleep(2)
+    elapsed = time.monotonic() - began
+    extra_cpu = proc.cpu_seconds() - cpu_start - idle_cpu * elapsed / window
+    result = {
+        "pods": count,
+        "seconds": round(elapsed, 1),
+        "rss_mb_before": round(rss_before / 1024, 1),
+        "rss_mb_peak_with": round(peak / 1024, 1),
+        "extra_rss_mb": round((peak - rss_before) / 1024, 1),
+        "extra_cpu_seconds": round(extra_cpu, 2),
+    }
+    core.delete_collection_namespaced_pod(UNRELATED_NS, label_selector="app=unrelated")
+    proc.stop()
+    log(f"  {count} unrelated pods: +{result['extra_rss_mb']} MB, +{result['extra_cpu_seconds']} CPU-s")
     return result
 
 
@@ -886,7 +953,14 @@ def main() -> int:
     parser.add_argument("--workloads", help="comma-separated JOBSxINSTANCES (default by --size)")
     parser.add_argument("--systems", default="ours,job,kubeflow")
     parser.add_argument("--rates", default="equal,default", help="equal (20 QPS/30 burst for all), default")
-    parser.add_argument("--rss-jobs", type=int, help="jobs for the RSS measure (0: skip; default by --size)")
+    parser.add_argument(
+        "--rss-jobs", help="comma-separated job counts for the RSS measure (0: skip; default by --size)"
+    )
+    parser.add_argument(
+        "--unrelated-pods",
+        type=int,
+        help="pods without our label for the cost measure (0: skip; default by --size)",
+    )
     parser.add_argument("--run-seconds", type=float, default=5.0, help="how long each pod runs")
     parser.add_argument("--timeout", type=float, default=900.0, help="per scenario")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
@@ -894,7 +968,11 @@ def main() -> int:
 
     workloads = args.workloads or ("200x2,20x16" if args.size == "full" else "50x2,5x16")
     sizes = [tuple(int(x) for x in w.split("x")) for w in workloads.split(",")]
-    rss_jobs = args.rss_jobs if args.rss_jobs is not None else (1000 if args.size == "full" else 250)
+    rss_sizes = args.rss_jobs or ("1000,5000" if args.size == "full" else "250")
+    rss_jobs = [int(n) for n in rss_sizes.split(",") if int(n)][: len(RSS_NAMESPACES)]
+    unrelated = (
+        args.unrelated_pods if args.unrelated_pods is not None else (5000 if args.size == "full" else 500)
+    )
     systems = args.systems.split(",")
     rates = args.rates.split(",")
     notes: list[str] = []
@@ -904,7 +982,8 @@ def main() -> int:
         systems.remove("kubeflow")
     work = Path(tempfile.mkdtemp(prefix="ti-bench-"))
     results: list[dict[str, Any]] = []
-    rss: dict[str, Any] | None = None
+    rss: list[dict[str, Any]] = []
+    others: dict[str, Any] | None = None
     began = time.monotonic()
     with bench_plane(work, args.run_seconds) as plane:
         log(f"plane up in {plane.startup_seconds:.0f}s at {plane.server}; work dir {work}")
@@ -930,8 +1009,11 @@ def main() -> int:
                     results.append(
                         run_scenario(plane, api, system, rate, jobs, instances, start, work, args.timeout)
                     )
-        if rss_jobs and "ours" in systems:
-            rss = rss_with_many_jobs(plane, api, ours_kc, rss_jobs, work)
+        if "ours" in systems:
+            for i, n in enumerate(rss_jobs):
+                rss.append(rss_with_many_jobs(plane, api, ours_kc, n, work, RSS_NAMESPACES[i]))
+        if unrelated and "ours" in systems:
+            others = unrelated_pods(plane, api, ours_kc, unrelated, work)
         versions = {
             "kubernetes": plane.kubectl("version", "-o", "json").stdout,
             "kwok": subprocess.run(
@@ -940,9 +1022,14 @@ def main() -> int:
         }
     report = table(results)
     print(report)
-    if rss is not None:
+    for r in rss:
         print(
-            f"RSS with {rss['jobs']} jobs ({rss['pods']} pods) known: {rss['rss_mb_after']} MB (peak {rss['peak_rss_mb']} MB); {rss}"
+            f"RSS with {r['jobs']} jobs ({r['pods']} pods) known: {r['rss_mb_after']} MB (peak {r['peak_rss_mb']} MB); {r}"
+        )
+    if others is not None:
+        print(
+            f"{others['pods']} unrelated pods in a watched namespace: +{others['extra_rss_mb']} MB RSS, "
+            f"+{others['extra_cpu_seconds']} CPU-seconds; {others}"
         )
     for note in notes:
         print("note:", note)
@@ -961,6 +1048,7 @@ def main() -> int:
                 },
                 "results": results,
                 "rss": rss,
+                "unrelated_pods": others,
                 "notes": notes,
                 "table": report,
                 "seconds": round(time.monotonic() - began),

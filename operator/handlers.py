@@ -1,13 +1,15 @@
 """kopf entry file: `kopf run operator/handlers.py`. Registration only; the logic lives in `ti`.
 
-Every job event and every event of a job's pods leads to the same idempotent
-`ti.operator.controller.Controller.reconcile`; the controller's own scheduler handles requeues and drift.
+kopf watches TFTrainingJobs only: each event's raw body goes into the controller's job cache and the job
+is enqueued for the same idempotent `ti.operator.controller.Controller.reconcile`. Pods and Services are
+watched by the controller itself (`ti.operator.cache.Informer`), with a server-side label selector:
+kopf filters labels on the client side, so it would receive and decode every pod of the namespace.
+The controller's own scheduler handles requeues and drift.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -15,7 +17,6 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from prometheus_client import start_http_server
 
-from ti import contract
 from ti.api import PLURAL
 from ti.catalog import CatalogError, load_catalog
 from ti.operator import ratelimit
@@ -57,24 +58,14 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if controller is not None:
         controller.stop_scheduler()
         controller.stop_workers()
+        controller.stop_informers()
 
 
 # Async and instant: each event's body is dropped at once, instead of waiting with every other event's
 # for a thread of kopf's executor (memory then grew with the backlog of events, not with the jobs).
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def job_changed(event: kopf.RawEvent, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    controller: Controller = memo["controller"]
-    namespace = namespace or ""
-    if event.get("type") == "DELETED":
-        controller.forget(namespace, name)
-        return
-    controller.watch(namespace, name)
-    controller.enqueue(namespace, name)
-
-
-@kopf.on.event("", "v1", "pods", labels={contract.LABEL_JOB: kopf.PRESENT})
-async def pod_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
-    memo["controller"].enqueue(namespace or "", labels[contract.LABEL_JOB])
+async def job_changed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo["controller"].job_event(event.get("type"), event["object"])
 
 
 def _api_client() -> client.ApiClient:

@@ -42,7 +42,10 @@ NS_KILL = "faults-kill"  # attempt 0 dies with exit code 137 (a platform fault),
 NS_RESTART = "faults-restart"  # pods complete after 2-4 s
 NS_CONFLICT = "faults-conflict"  # pods complete after 2-4 s
 NS_NODE = "faults-node"  # pods run until deleted
-NAMESPACES = (NS_KILL, NS_RESTART, NS_CONFLICT, NS_NODE)
+NS_CUT = "faults-cut"  # pods complete after 2-4 s
+NS_CACHE = "faults-cache"  # pods run until deleted
+NS_RACE = "faults-race"  # pods complete after 2-4 s
+NAMESPACES = (NS_KILL, NS_RESTART, NS_CONFLICT, NS_NODE, NS_CUT, NS_CACHE, NS_RACE)
 
 KILL_JOBS = 50
 KILL_ROUNDS = 5
@@ -65,7 +68,12 @@ def _stages() -> list[dict[str, Any]]:
             after_ms=1000,
             jitter_ms=3000,
         ),
-        ks.end_stage("complete", [ks.expr(ns, "In", NS_RESTART, NS_CONFLICT)], after_ms=2000, jitter_ms=2000),
+        ks.end_stage(
+            "complete",
+            [ks.expr(ns, "In", NS_RESTART, NS_CONFLICT, NS_CUT, NS_RACE)],
+            after_ms=2000,
+            jitter_ms=2000,
+        ),
     )
 
 
@@ -258,9 +266,9 @@ def operators(p: ControlPlane, namespace: str, logs: Path) -> Iterator[list[Oper
 
 
 def start_operator(
-    p: ControlPlane, namespace: str, logs: Path, started: list[OperatorProcess]
+    p: ControlPlane, namespace: str, logs: Path, started: list[OperatorProcess], **more: str
 ) -> OperatorProcess:
-    env = {**p.env, "TI_OPERATOR_METRICS_PORT": "0", "TI_STOP_GRACE_SECONDS": "1"}
+    env = {**p.env, "TI_OPERATOR_METRICS_PORT": "0", "TI_STOP_GRACE_SECONDS": "1", **more}
     # Beside the component logs, which the module keeps in test-logs/faults when a test fails.
     op = OperatorProcess(namespace, p.logs / f"operator-{namespace}-{len(started)}.log", env).start()
     started.append(op)

@@ -2,7 +2,7 @@
 
 The operator's own requests: an AST scan of every module the kopf entry file imports, for methods of
 the kubernetes client's API classes (`self.core.create_namespaced_pod`, also when passed on as a
-callable), named as client-go names them. kopf's requests: its registry after loading
+callable; a list method handed to `Informer` is also watched), named as client-go names them. kopf's requests: its registry after loading
 operator/handlers.py (what it watches, whether it patches objects for its bookkeeping or posts Events),
 and what kopf 1.x always does: it lists and watches CRDs, and namespaces unless it runs
 --all-namespaces (kopf/_core/reactor/observation.py). tests/unit/test_rbac.py compares the list with
@@ -132,7 +132,11 @@ def code_grants() -> set[Grant]:
             f"{path}: a watch of its own; teach this test its verbs"
         )
         for method, call in calls(ast.parse(text)):
-            grants.add(grant_of(method, methods[method], call))
+            grant = grant_of(method, methods[method], call)
+            grants.add(grant)
+            # A list method handed to ti.operator.cache.Informer is listed, then watched.
+            if call is not None and isinstance(call.func, ast.Name) and call.func.id == "Informer":
+                grants.add((grant[0], grant[1], "watch"))
     return grants
 
 

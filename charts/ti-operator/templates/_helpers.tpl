@@ -124,25 +124,26 @@ mode, a Role per watched namespace otherwise). Each rule says why it is there; t
 derives them from the code's calls and fails on a rule not used or a call not granted.
 */}}
 {{- define "ti-operator.jobRules" -}}
-# kopf lists and watches jobs; the operator reads one fresh before each reconcile, and deletes it when
-# ttlSecondsAfterFinished expires. kopf patches nothing: it has event handlers only.
+# kopf lists and watches jobs (the operator reconciles from what the watch delivers), and the operator
+# deletes one when ttlSecondsAfterFinished expires. kopf patches nothing: it has event handlers only.
 - apiGroups: ["training.ti.io"]
   resources: ["tftrainingjobs"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["list", "watch", "delete"]
 # Phase, conditions and instances, as one merge patch of the status subresource.
 - apiGroups: ["training.ti.io"]
   resources: ["tftrainingjobs/status"]
   verbs: ["patch"]
-# One pod per instance: kopf watches them, the operator lists a job's pods, creates them, and deletes
-# them on retry, suspend, stop and cleanPodPolicy.
+# One pod per instance: the operator lists and watches the pods with its job label (a server-side
+# selector), creates them, deletes them on retry, suspend, stop and cleanPodPolicy, and reads one
+# fresh only where its cache cannot be trusted (a create that meets a pod it did not know of).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete"]
-# The headless Service that gives multi-instance jobs their DNS names for TF_CONFIG; the garbage
-# collector deletes it with its job.
+  verbs: ["get", "list", "watch", "create", "delete"]
+# The headless Service that gives multi-instance jobs their DNS names for TF_CONFIG, watched by the same
+# label; the garbage collector deletes it with its job.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create"]
+  verbs: ["list", "watch", "create"]
 # Kubernetes Events on the job for `kubectl describe` (created, failed, restarting, completed).
 - apiGroups: [""]
   resources: ["events"]

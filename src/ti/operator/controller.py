@@ -1,6 +1,12 @@
-"""The operator's I/O: read a job and its pods fresh from the API server, ask
-`ti.operator.reconcile.plan` what to do, apply it. kopf's handlers in operator/handlers.py only call
-`Controller.enqueue`.
+"""The operator's I/O: read a job, its pods and Service from the watch caches (`ti.operator.cache`),
+ask `ti.operator.reconcile.plan` what to do, apply it. kopf's handlers in operator/handlers.py only
+feed the job cache (`Controller.job_event`) and enqueue.
+
+A reconcile makes no read request of its own, except where the cache cannot be trusted: expectations
+of our own creates and deletes not met in time, a create that meets a pod the cache did not show, a
+pod of ours without an owner, and the decisions a lagging cache could make wrongly (a retry, a
+failure). Every write is guarded against the cache being stale: pod and job deletes carry the uid they
+were decided for, the status patch carries the resourceVersion it was computed from.
 
 Requeues (a scheduling deadline, pods still terminating, a TTL) run from one scheduler thread instead
 of kopf timers: timers would put a finalizer on every job, two more writes per job for nothing.
@@ -14,11 +20,12 @@ server's own message.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -28,11 +35,24 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ti import contract
-from ti.api import API_VERSION, KIND, PLURAL, ObjectMeta, TFTrainingJob
+from ti.api import API_VERSION, KIND, PLURAL, ObjectMeta, Phase, TFTrainingJob
 from ti.catalog import Catalog
 from ti.operator import metrics
+from ti.operator.cache import (
+    EXPECTATION_TIMEOUT_SECONDS,
+    Expectations,
+    Informer,
+    JobStore,
+    ObjectStore,
+    controller_uid,
+    describe_owner,
+    same_attempt,
+    slim,
+    summary,
+    unowned,
+)
 from ti.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
-from ti.operator.plans import Event, Plan
+from ti.operator.plans import WAIT_SECONDS, Event, Plan
 from ti.operator.reconcile import plan
 from ti.operator.refusals import describe, refused, unparsable
 from ti.operator.settings import OperatorConfig
@@ -44,6 +64,30 @@ log = logging.getLogger("ti.operator.controller")
 
 # Creations the API server refuses for good until something changes (admission, quota, validation).
 _REFUSED = (400, 403, 422)
+# How soon a reconcile whose status write met a newer job (409) runs again; the newer job's own watch
+# event usually wakes it first.
+CONFLICT_RETRY_SECONDS = 1.0
+# How long a reconcile waits for a namespace's first pod and Service lists.
+SYNC_TIMEOUT_SECONDS = 60.0
+# No pod is created under a name whose previous holder left less than this long ago. A node agent
+# still finishing the old pod may act on it by name: kwok replays an old pod's deletion by name, 5-7 s
+# late on a loaded machine (measured in the fault suite), and so deleted the new pod of that name (a
+# kubelet deletes with the old pod's uid). Before the caches, each reconcile's reads left about that
+# much time; reading from the cache does not. Kubernetes' Job controller waits 10 s before it
+# replaces a failed pod, too.
+NAME_REUSE_SECONDS = 10.0
+# Decisions that destroy work or end the job: a pod the cache has not seen yet would look deleted to
+# them (after a restart the job list can be newer than the pod list), so they are confirmed on a
+# fresh list first.
+_CONFIRM = (EventReason.RESTARTING, EventReason.FAILED)
+
+
+class _Taken(Exception):
+    """A pod name we create is held by a pod that is not this attempt's (the cache did not show it)."""
+
+    def __init__(self, message: str, ours: bool) -> None:
+        super().__init__(message)
+        self.ours = ours
 
 
 _ERROR_MESSAGE_LIMIT = 1024
@@ -88,6 +132,11 @@ class Controller:
     backoff: ItemBackoff = field(default_factory=ItemBackoff)
     _errors: dict[Key, str] = field(default_factory=dict)  # the last error reported per job
     _seen: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)  # uid, resourceVersion
+    jobs: JobStore = field(default_factory=JobStore)
+    pods: ObjectStore = field(default_factory=ObjectStore)
+    services: ObjectStore = field(default_factory=ObjectStore)
+    expectations: Expectations = field(default_factory=Expectations)
+    _informers: dict[str, list[Informer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
@@ -98,8 +147,10 @@ class Controller:
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         """Bring one job one step closer to what its spec asks; returns the plan it applied (None when
         the job is gone). Event handlers call `enqueue` instead, which coalesces and runs this."""
-        with self._lock((namespace, name)), RECONCILE_SECONDS.time():
-            body = self._get_job(namespace, name)
+        key = (namespace, name)
+        with self._lock(key), RECONCILE_SECONDS.time():
+            self._synced(namespace)
+            body = self.jobs.get(namespace, name)
             if body is None:
                 self.forget(namespace, name)
                 return None
@@ -112,15 +163,98 @@ class Controller:
                 # plan only patches status and records an event, so a stand-in with metadata suffices.
                 meta = ObjectMeta.model_validate(body["metadata"])
                 stand_in = TFTrainingJob.model_construct(metadata=meta)  # type: ignore[call-arg]
-                return self._apply(stand_in, unparsable(body, describe(err), self.clock()))
-            pods = self.core.list_namespaced_pod(namespace, label_selector=f"{contract.LABEL_JOB}={name}")
-            pod_dicts = [self.api.sanitize_for_serialization(p) for p in pods.items]
-            service = self._get_service(namespace, name) if job.spec.distributed else None
-            decided = plan(job, pod_dicts, service, self.clock(), self.catalog, self.config)
-            decided = self._apply(job, decided)
+                return self._apply(stand_in, unparsable(body, describe(err), self.clock()), [])
+            pods, fresh = self.pods.of(namespace, name), False
+            waited = self.expectations.unmet(key, pods)
+            if waited is not None and waited < EXPECTATION_TIMEOUT_SECONDS:
+                # Our own creates or deletes are not in the cache yet: deciding now would take a pod
+                # we just created for a deleted one. Their watch events wake the job; this is the
+                # deadline if none come.
+                decided = Plan(requeue_after=EXPECTATION_TIMEOUT_SECONDS - waited)
+            else:
+                if waited is not None or any(unowned(p) for p in pods):
+                    # Expectations not met in time (a broken watch), or a pod of ours nobody owns
+                    # (made by hand, or left over): the cache cannot say what exists; the API server can.
+                    pods, fresh = self._fresh_pods(namespace, name), True
+                    self.expectations.forget(key)
+                decided = self._plan(job, pods)
+                if not fresh and any(e.reason in _CONFIRM for e in decided.events):
+                    cached = summary(pods)
+                    pods = self._fresh_pods(namespace, name)
+                    decided = self._plan(job, pods)
+                    log.info(
+                        "%s/%s: %s, confirmed on a fresh list; the cache had %s, the API server has %s",
+                        namespace, name, [e.reason for e in decided.events], cached, summary(pods),
+                    )  # fmt: skip
+                gone = self.pods.gone_since(namespace, name)
+                if decided.create_pods and gone is not None and gone < NAME_REUSE_SECONDS:
+                    decided = Plan(requeue_after=NAME_REUSE_SECONDS - gone)
+                else:
+                    decided = self._apply(job, decided, pods)
         if decided.requeue_after is not None and self._scheduler is not None:
-            self._scheduler.at(time.monotonic() + decided.requeue_after, (namespace, name))
+            self._scheduler.at(time.monotonic() + decided.requeue_after, key)
         return decided
+
+    def job_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
+        """A job's watch event (kopf's raw body): keep it, and reconcile it."""
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+        if kind == "DELETED":
+            self.jobs.delete(namespace, name, meta.get("uid"))
+            self.expectations.forget((namespace, name))
+            self.forget(namespace, name)
+            return
+        self.jobs.put(body)
+        self.observe(namespace)
+        try:
+            finished = Phase((body.get("status") or {}).get("phase")).finished
+        except ValueError:
+            finished = False
+        if finished:
+            # A finished job changes only when a user changes it (its watch event says so) or its TTL
+            # is due (a requeue): a periodic resync of every finished job would be work for nothing.
+            if self._scheduler is not None:
+                self._scheduler.drop((namespace, name))
+        else:
+            self.watch(namespace, name)
+        self.enqueue(namespace, name)
+
+    def observe(self, namespace: str) -> None:
+        """Start the pod and Service watches of a namespace, once: on its first job, since kopf, not
+        the controller, knows which namespaces it serves."""
+        with self._locks_guard:
+            if namespace in self._informers:
+                return
+            self._informers[namespace] = [
+                Informer(self.core.list_namespaced_pod, namespace, self.pods, self._changed),
+                Informer(self.core.list_namespaced_service, namespace, self.services, self._changed),
+            ]
+        for informer in self._informers[namespace]:
+            informer.start()
+
+    def stop_informers(self) -> None:
+        with self._locks_guard:
+            informers = [i for group in self._informers.values() for i in group]
+            self._informers.clear()
+        for informer in informers:
+            informer.stop()
+
+    def _changed(self, key: Key) -> None:
+        if self.jobs.get(*key) is not None:
+            self.enqueue(*key)
+
+    def _synced(self, namespace: str) -> None:
+        self.observe(namespace)
+        for informer in self._informers[namespace]:
+            if not informer.synced.wait(SYNC_TIMEOUT_SECONDS):
+                raise RuntimeError(f"the watch of {informer.name} in {namespace} never listed")
+
+    def _plan(self, job: TFTrainingJob, pods: list[dict[str, Any]]) -> Plan:
+        ns, name = job.namespace, job.name
+        service = None
+        if job.spec.distributed:
+            service = next((s for s in self.services.of(ns, name) if s["metadata"]["name"] == name), None)
+        return plan(job, pods, service, self.clock(), self.catalog, self.config)
 
     def enqueue(self, namespace: str, name: str) -> None:
         """Ask for a reconcile of a job, from an event handler: returns at once. A job already queued is
@@ -169,6 +303,7 @@ class Controller:
             )
 
     def forget(self, namespace: str, name: str) -> None:
+        self.pods.forget(namespace, name)
         if self._scheduler is not None:
             self._scheduler.drop((namespace, name))
         with self._locks_guard:
@@ -179,15 +314,22 @@ class Controller:
 
     # -- applying a plan, in the order reconcile.plan documents ---------------------------------------
 
-    def _apply(self, job: TFTrainingJob, p: Plan) -> Plan:
-        """Apply `p`; returns the plan applied in the end (another when the API server refused pods)."""
+    def _apply(self, job: TFTrainingJob, p: Plan, pods: list[dict[str, Any]]) -> Plan:
+        """Apply `p`; returns the plan applied in the end (another when the API server refused pods,
+        or a requeue when the status write met a newer job). `pods` is what `p` was decided on."""
         ns, name = job.namespace, job.name
+        key = (ns, name)
         try:
             if p.create_service is not None:
                 self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
-            for pod in p.create_pods:
-                # A conflict means the pod exists already (an earlier run created it): names are deterministic.
-                self._ignore(409, self.core.create_namespaced_pod, ns, pod)
+            self._create_pods(job, p.create_pods)
+        except _Taken as err:
+            log.warning("%s/%s: %s", ns, name, err)
+            # Our own pod of another attempt: the cache lagged; look again once it has caught up.
+            # Someone else's: the job waits, saying why, as for any pod the API server refuses.
+            if err.ours:
+                return Plan(requeue_after=WAIT_SECONDS)
+            p = refused(job, str(err), self.clock(), self.config)
         except ApiException as err:
             if err.status not in _REFUSED:
                 raise
@@ -196,35 +338,92 @@ class Controller:
             log.warning("the API server refused the pods of %s/%s: %s", ns, name, message)
             p = refused(job, message, self.clock(), self.config)
         if p.status_patch is not None:
+            # The resourceVersion the plan was computed from: if the job changed since (a user's
+            # `kubectl patch`, a write the cache had not shown), the API server answers 409 instead of
+            # letting a patch computed from an older status overwrite the newer one. The job is
+            # then planned again from the newer version, and what remained of this plan (deletes,
+            # events) waits for that plan, which comes after its status.
+            body = {"metadata": {"resourceVersion": job.metadata.resource_version}, "status": p.status_patch}
             try:
-                self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, ns, PLURAL, name, {"status": p.status_patch}
+                written = self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, ns, PLURAL, name, body
                 )
             except ApiException as err:
-                if err.status != 404:
+                if err.status == 404:
+                    return p
+                if err.status != 409:
                     raise
+                log.info("status of %s/%s changed meanwhile; planning again", ns, name)
+                return dataclasses.replace(
+                    p, delete_pods=[], events=[], delete_job=False, requeue_after=CONFLICT_RETRY_SECONDS
+                )
+            self.jobs.put(written)  # type: ignore[arg-type]  # a dict: the client has no model for it
         # Deletions come after the status that explains them: an operator killed in between finds the
         # retry (restartCount + 1) recorded and the old pods outdated. Deleting first could leave a job
         # whose status never said its pods existed, and their instances would be created again.
+        uids = {q["metadata"]["name"]: q["metadata"].get("uid") for q in pods}
         for d in p.delete_pods:
-            self._ignore(
-                404, self.core.delete_namespaced_pod, d.name, ns, grace_period_seconds=d.grace_period_seconds
-            )
+            log.info("%s/%s: deleting pod %s (uid %s): %s", ns, name, d.name, uids.get(d.name), d.reason)
+            self._delete_pod(key, d.name, uids.get(d.name), d.grace_period_seconds)
         for e in p.events:
             self._event(job, e)
             metrics.count(e)
         if p.delete_job:
-            self._ignore(
-                404,
-                self.custom.delete_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                ns,
-                PLURAL,
-                name,
-                propagation_policy="Background",
+            # The uid: a job deleted and created again under the same name while the TTL of the
+            # old one ran must not be deleted in its place.
+            options = client.V1DeleteOptions(
+                propagation_policy="Background", preconditions=client.V1Preconditions(uid=job.metadata.uid)
             )
+            try:
+                self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body=options)
+            except ApiException as err:
+                if err.status not in (404, 409):  # gone, or another job of the same name by now
+                    raise
         return p
+
+    def _create_pods(self, job: TFTrainingJob, pods: list[dict[str, Any]]) -> None:
+        key = (job.namespace, job.name)
+        # Expected before the creates, so a watch event that comes back before the call returns counts.
+        self.expectations.expect(key, creates=pods)
+        for i, pod in enumerate(pods):
+            pod_name = pod["metadata"]["name"]
+            try:
+                self.core.create_namespaced_pod(job.namespace, pod)  # type: ignore[arg-type]
+            except ApiException as err:
+                if err.status != 409:
+                    for rest in pods[i:]:
+                        self.expectations.lower(key, create=rest["metadata"]["name"])
+                    raise
+                # Names are deterministic, so a conflict is a pod the cache did not show: this
+                # attempt's own (created by an earlier run; its event is coming) or another's.
+                held = self._fresh_pod(job.namespace, pod_name)
+                if held is not None and same_attempt(held, pod, job.metadata.uid):
+                    continue
+                for rest in pods[i:]:
+                    self.expectations.lower(key, create=rest["metadata"]["name"])
+                whose = "it no longer exists" if held is None else describe_owner(held)
+                ours = held is None or controller_uid(held) == job.metadata.uid
+                raise _Taken(
+                    f"pod {pod_name} already exists and is not this attempt's: {whose}", ours
+                ) from None
+
+    def _delete_pod(self, key: Key, pod: str, uid: str | None, grace: int | None) -> None:
+        # The uid the plan saw: a pod deleted and created again under the same name (by someone else,
+        # or by us after a retry the cache has not shown yet) is not the pod the plan meant.
+        options = client.V1DeleteOptions(
+            grace_period_seconds=grace, preconditions=client.V1Preconditions(uid=uid) if uid else None
+        )
+        if uid:
+            self.expectations.expect(key, deletes=[uid])
+        try:
+            self.core.delete_namespaced_pod(pod, key[0], body=options)
+        except ApiException as err:
+            if uid:
+                self.expectations.lower(key, delete=uid)
+            if err.status == 409:
+                log.info("pod %s/%s is no longer the pod %s: not deleted", key[0], pod, uid)
+            elif err.status != 404:
+                raise
 
     def _event(self, job: TFTrainingJob, e: Event) -> None:
         self._record(job.namespace, job.name, job.metadata.uid, job.metadata.resource_version, e)
@@ -258,24 +457,21 @@ class Controller:
 
     # -- reads -------------------------------------------------------------------------------------
 
-    def _get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            return dict(body)  # type: ignore[call-overload]
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+    def _fresh_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        # Raw JSON, as the caches keep it: the client's models cost more CPU than the request.
+        response: Any = self.core.list_namespaced_pod(
+            namespace, label_selector=f"{contract.LABEL_JOB}={name}", _preload_content=False
+        )
+        return [slim(p) for p in json.loads(response.data).get("items") or []]
 
-    def _get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _fresh_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            svc = self.core.read_namespaced_service(name, namespace)
+            response: Any = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        found: dict[str, Any] = self.api.sanitize_for_serialization(svc)
-        return found
+        return slim(json.loads(response.data))
 
     @staticmethod
     def _ignore(status: int, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

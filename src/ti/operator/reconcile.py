@@ -9,7 +9,9 @@ order of events. The same observed state gives the same plan, so replaying it is
   and creates the next attempt's pods only once none of the old ones is left;
 - pods are created only while status says the attempt's pods do not exist yet (phase unset,
   Pending or Suspended); after that, a missing pod is a deleted pod, a platform fault.
-  So `pods` must be a fresh list from the API server, not a lagging cache.
+  So `pods` may come from a watch cache only if it shows every pod the operator created: the
+  controller waits for its expectations (`ti.operator.cache.Expectations`) before it plans, and
+  confirms a plan that retries or fails the job on a fresh list (see `ti.operator.controller`).
 
 The plan's steps are `ti.operator.plans.Plan`; `ti.operator.refusals` has the plans for a job the API
 server will not take as it is. The caller applies a plan in this order: create the Service, create pods, patch status, delete pods,
