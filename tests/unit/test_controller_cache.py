@@ -179,6 +179,20 @@ def test_a_status_write_that_meets_a_newer_job_deletes_nothing_and_comes_back(ct
     assert [c for c in calls(ctl) if c[0] in ("delete", "event")] == []
 
 
+def test_pods_created_before_a_status_write_that_meets_a_newer_job_still_get_their_event(
+    ctl: Controller,
+) -> None:
+    ctl.custom.error = conflict()  # type: ignore[attr-defined]
+    applied = ctl.reconcile(NS, NAME)
+    assert applied is not None and applied.requeue_after is not None
+    assert [c for c in calls(ctl) if c[0] == "create"] == [
+        ("create", "mnist-worker-0"),
+        ("create", "mnist-worker-1"),
+    ]
+    # The next plan finds the pods there and never says they were created: the Event is recorded now.
+    assert [c for c in calls(ctl) if c[0] == "event"] == [("event", "Created")]
+
+
 def test_a_create_that_meets_someone_elses_pod_waits_saying_whose_it_is(ctl: Controller) -> None:
     server_pods(ctl)["mnist-worker-1"] = {
         "metadata": {"name": "mnist-worker-1", "uid": "theirs", "labels": {"app": "other"}},

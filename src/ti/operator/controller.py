@@ -354,8 +354,14 @@ class Controller:
                 if err.status != 409:
                     raise
                 log.info("status of %s/%s changed meanwhile; planning again", ns, name)
+                # The pods created above exist whatever the status says, and the next plan finds them
+                # already there: it would never say they were created. Their Event is recorded now.
+                done = [e for e in p.events if e.reason == EventReason.CREATED] if p.create_pods else []
+                for e in done:
+                    self._event(job, e)
+                    metrics.count(e)
                 return dataclasses.replace(
-                    p, delete_pods=[], events=[], delete_job=False, requeue_after=CONFLICT_RETRY_SECONDS
+                    p, delete_pods=[], events=done, delete_job=False, requeue_after=CONFLICT_RETRY_SECONDS
                 )
             self.jobs.put(written)  # type: ignore[arg-type]  # a dict: the client has no model for it
         # Deletions come after the status that explains them: an operator killed in between finds the
