@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 
 from ti.operator import metrics
-from ti.operator.controller import error_message
+from ti.operator.events import error_message
 from ti.operator.plans import Event
 from ti.operator.workqueue import ERROR_BACKOFF_BASE_SECONDS, ERROR_BACKOFF_MAX_SECONDS, ItemBackoff
 from ti.reasons import EventReason, Reason

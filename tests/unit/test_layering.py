@@ -87,6 +87,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "ti/operator/workqueue.py": (*SDK, "kopf", "ti.operator.controller", "ti.operator.reconcile"),
     "ti/operator/cache.py": (*SDK, "kopf", "ti.operator.controller", "ti.operator.reconcile"),
+    "ti/operator/events.py": (*SDK, "kopf", "ti.operator.controller", "ti.operator.reconcile"),
     "ti/operator/controller.py": (*SDK, "kopf"),
     "ti/operator/ratelimit.py": (*SDK, "kopf", "ti.operator.controller"),
     "ti/operator/metrics.py": (*SDK, "kopf", "ti.operator.controller"),

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from ti import contract
 
 log = logging.getLogger("ti.operator.cache")
@@ -377,3 +379,23 @@ def _lines(response: Any) -> Iterator[Obj]:
                 yield json.loads(line)
     if buffer.strip():
         yield json.loads(buffer)
+
+
+def fresh_pods(core: Any, namespace: str, job: str) -> list[dict[str, Any]]:
+    """A job's pods read from the API server, slimmed as the cache keeps them (raw JSON: the client's
+    models cost more CPU than the request)."""
+    response: Any = core.list_namespaced_pod(
+        namespace, label_selector=f"{contract.LABEL_JOB}={job}", _preload_content=False
+    )
+    return [slim(p) for p in json.loads(response.data).get("items") or []]
+
+
+def fresh_pod(core: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """One pod read from the API server, slimmed; None when there is none."""
+    try:
+        response: Any = core.read_namespaced_pod(name, namespace, _preload_content=False)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    return slim(json.loads(response.data))

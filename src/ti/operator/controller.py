@@ -21,7 +21,6 @@ server's own message.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -34,8 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from ti import contract
-from ti.api import API_VERSION, KIND, PLURAL, ObjectMeta, Phase, TFTrainingJob
+from ti.api import API_VERSION, PLURAL, ObjectMeta, Phase, TFTrainingJob
 from ti.catalog import Catalog
 from ti.operator import metrics
 from ti.operator.cache import (
@@ -46,11 +44,13 @@ from ti.operator.cache import (
     ObjectStore,
     controller_uid,
     describe_owner,
+    fresh_pod,
+    fresh_pods,
     same_attempt,
-    slim,
     summary,
     unowned,
 )
+from ti.operator.events import api_message, error_message, event_object
 from ti.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
 from ti.operator.plans import WAIT_SECONDS, Event, Plan
 from ti.operator.reconcile import plan
@@ -88,33 +88,6 @@ class _Taken(Exception):
     def __init__(self, message: str, ours: bool) -> None:
         super().__init__(message)
         self.ours = ours
-
-
-_ERROR_MESSAGE_LIMIT = 1024
-
-
-def _api_message(err: ApiException) -> str:
-    try:
-        return str(json.loads(err.body or "")["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{err.status} {err.reason}"
-
-
-def error_message(err: BaseException) -> str:
-    """What a user may read of a reconcile's error: its class and, for the API server's refusals, the
-    status, reason and the server's own message. Never str(ApiException): that holds the response's
-    headers and body."""
-    kind = type(err).__name__
-    if isinstance(err, ApiException):
-        said = f"{kind}: {err.status} {err.reason}"
-        try:
-            server = json.loads(err.body or "")["message"]
-        except (TypeError, ValueError, KeyError):
-            server = None
-        text = f"{said}: {server}" if isinstance(server, str) and server else said
-    else:
-        text = f"{kind}: {err}" if str(err) else kind
-    return text if len(text) <= _ERROR_MESSAGE_LIMIT else text[: _ERROR_MESSAGE_LIMIT - 1] + "…"
 
 
 @dataclass
@@ -334,7 +307,7 @@ class Controller:
             if err.status not in _REFUSED:
                 raise
             # The status that says the pods exist must not be written: the job waits, saying why.
-            message = _api_message(err)
+            message = api_message(err)
             log.warning("the API server refused the pods of %s/%s: %s", ns, name, message)
             p = refused(job, message, self.clock(), self.config)
         if p.status_patch is not None:
@@ -435,27 +408,7 @@ class Controller:
         self._record(job.namespace, job.name, job.metadata.uid, job.metadata.resource_version, e)
 
     def _record(self, namespace: str, name: str, uid: str | None, version: str | None, e: Event) -> None:
-        now = self.clock()
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=API_VERSION,
-                kind=KIND,
-                name=name,
-                namespace=namespace,
-                uid=uid,
-                resource_version=version,
-            ),
-            reason=e.reason,
-            message=e.message[:1024],
-            type=e.type,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=client.V1EventSource(component="ti-operator"),
-            reporting_component="ti-operator",
-            reporting_instance="ti-operator",
-        )
+        event = event_object(namespace, name, uid, version, e, self.clock())
         try:
             self.core.create_namespaced_event(namespace, event)
         except ApiException as err:  # an event lost is not worth a failed reconcile
@@ -464,20 +417,10 @@ class Controller:
     # -- reads -------------------------------------------------------------------------------------
 
     def _fresh_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        # Raw JSON, as the caches keep it: the client's models cost more CPU than the request.
-        response: Any = self.core.list_namespaced_pod(
-            namespace, label_selector=f"{contract.LABEL_JOB}={name}", _preload_content=False
-        )
-        return [slim(p) for p in json.loads(response.data).get("items") or []]
+        return fresh_pods(self.core, namespace, name)
 
     def _fresh_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            response: Any = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return slim(json.loads(response.data))
+        return fresh_pod(self.core, namespace, name)
 
     @staticmethod
     def _ignore(status: int, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

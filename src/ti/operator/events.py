@@ -1,0 +1,69 @@
+"""What the operator tells a job's owner: Kubernetes Events on the job, and the words of an error.
+
+An error's words never hold a request, a header or a response body (str(ApiException) has them all):
+only its class and, for the API server's refusals, the status, reason and the server's own message.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from ti.api import API_VERSION, KIND
+from ti.operator.plans import Event
+
+_ERROR_MESSAGE_LIMIT = 1024
+
+
+def api_message(err: ApiException) -> str:
+    """The API server's own message in a refusal, or its status and reason."""
+    try:
+        return str(json.loads(err.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{err.status} {err.reason}"
+
+
+def error_message(err: BaseException) -> str:
+    """What a user may read of a reconcile's error: its class and, for the API server's refusals, the
+    status, reason and the server's own message. Never str(ApiException): that holds the response's
+    headers and body."""
+    kind = type(err).__name__
+    if isinstance(err, ApiException):
+        said = f"{kind}: {err.status} {err.reason}"
+        try:
+            server = json.loads(err.body or "")["message"]
+        except (TypeError, ValueError, KeyError):
+            server = None
+        text = f"{said}: {server}" if isinstance(server, str) and server else said
+    else:
+        text = f"{kind}: {err}" if str(err) else kind
+    return text if len(text) <= _ERROR_MESSAGE_LIMIT else text[: _ERROR_MESSAGE_LIMIT - 1] + "…"
+
+
+def event_object(
+    namespace: str, name: str, uid: str | None, version: str | None, e: Event, now: datetime
+) -> client.CoreV1Event:
+    """The core/v1 Event that records `e` on the job `namespace/name` (uid and resourceVersion as seen)."""
+    return client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
+        involved_object=client.V1ObjectReference(
+            api_version=API_VERSION,
+            kind=KIND,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            resource_version=version,
+        ),
+        reason=e.reason,
+        message=e.message[:1024],
+        type=e.type,
+        first_timestamp=now,
+        last_timestamp=now,
+        count=1,
+        source=client.V1EventSource(component="ti-operator"),
+        reporting_component="ti-operator",
+        reporting_instance="ti-operator",
+    )
