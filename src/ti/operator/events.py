@@ -15,15 +15,23 @@ from kubernetes.client.exceptions import ApiException
 from ti.api import API_VERSION, KIND
 from ti.operator.plans import Event
 
-_ERROR_MESSAGE_LIMIT = 1024
+# The API server keeps at most this much of an Event's message; an error's words are cut to it too.
+MESSAGE_LIMIT = 1024
+
+
+def _server_message(err: ApiException) -> str | None:
+    # The `message` of the Status object in a refusal's body; None when the body has none.
+    try:
+        said = json.loads(err.body or "")["message"]
+    except (TypeError, ValueError, KeyError):
+        return None
+    return str(said)
 
 
 def api_message(err: ApiException) -> str:
     """The API server's own message in a refusal, or its status and reason."""
-    try:
-        return str(json.loads(err.body or "")["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{err.status} {err.reason}"
+    said = _server_message(err)
+    return said if said is not None else f"{err.status} {err.reason}"
 
 
 def error_message(err: BaseException) -> str:
@@ -33,14 +41,11 @@ def error_message(err: BaseException) -> str:
     kind = type(err).__name__
     if isinstance(err, ApiException):
         said = f"{kind}: {err.status} {err.reason}"
-        try:
-            server = json.loads(err.body or "")["message"]
-        except (TypeError, ValueError, KeyError):
-            server = None
-        text = f"{said}: {server}" if isinstance(server, str) and server else said
+        server = _server_message(err)
+        text = f"{said}: {server}" if server else said
     else:
         text = f"{kind}: {err}" if str(err) else kind
-    return text if len(text) <= _ERROR_MESSAGE_LIMIT else text[: _ERROR_MESSAGE_LIMIT - 1] + "…"
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
 
 
 def event_object(
@@ -58,7 +63,7 @@ def event_object(
             resource_version=version,
         ),
         reason=e.reason,
-        message=e.message[:1024],
+        message=e.message[:MESSAGE_LIMIT],
         type=e.type,
         first_timestamp=now,
         last_timestamp=now,
