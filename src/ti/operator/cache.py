@@ -233,8 +233,7 @@ class Expectations:
         with self._lock:
             e = self._jobs.setdefault(key, _Expected())
             for pod in creates:
-                meta = pod["metadata"]
-                e.creates[meta["name"]] = (meta.get("labels") or {}).get(contract.LABEL_ATTEMPT, "")
+                e.creates[pod["metadata"]["name"]] = attempt_label(pod) or ""
             e.deletes.update(deletes)
             e.since = self._clock()
 
@@ -258,9 +257,8 @@ class Expectations:
             seen: dict[str, tuple[str, bool, str]] = {}
             for p in pods:
                 meta = p.get("metadata") or {}
-                attempt = (meta.get("labels") or {}).get(contract.LABEL_ATTEMPT, "")
                 seen[meta.get("name", "")] = (
-                    attempt,
+                    attempt_label(p) or "",
                     bool(meta.get("deletionTimestamp")),
                     meta.get("uid", ""),
                 )
