@@ -332,7 +332,6 @@ class Controller:
                 done = [e for e in p.events if e.reason == EventReason.CREATED] if p.create_pods else []
                 for e in done:
                     self._event(job, e)
-                    metrics.count(e)
                 return dataclasses.replace(
                     p, delete_pods=[], events=done, delete_job=False, requeue_after=CONFLICT_RETRY_SECONDS
                 )
@@ -346,7 +345,6 @@ class Controller:
             self._delete_pod(key, d.name, uids.get(d.name), d.grace_period_seconds)
         for e in p.events:
             self._event(job, e)
-            metrics.count(e)
         if p.delete_job:
             # The uid: a job deleted and created again under the same name while the TTL of the
             # old one ran must not be deleted in its place.
@@ -370,21 +368,24 @@ class Controller:
                 self.core.create_namespaced_pod(job.namespace, pod)  # type: ignore[arg-type]
             except ApiException as err:
                 if err.status != 409:
-                    for rest in pods[i:]:
-                        self.expectations.lower(key, create=rest["metadata"]["name"])
+                    self._not_created(key, pods[i:])
                     raise
                 # Names are deterministic, so a conflict is a pod the cache did not show: this
                 # attempt's own (created by an earlier run; its event is coming) or another's.
                 held = self._fresh_pod(job.namespace, pod_name)
                 if held is not None and same_attempt(held, pod, job.metadata.uid):
                     continue
-                for rest in pods[i:]:
-                    self.expectations.lower(key, create=rest["metadata"]["name"])
+                self._not_created(key, pods[i:])
                 whose = "it no longer exists" if held is None else describe_owner(held)
                 ours = held is None or controller_uid(held) == job.metadata.uid
                 raise _Taken(
                     f"pod {pod_name} already exists and is not this attempt's: {whose}", ours
                 ) from None
+
+    def _not_created(self, key: Key, pods: list[dict[str, Any]]) -> None:
+        # Creates that failed or were never tried: their pods will not show up; nothing to wait for.
+        for pod in pods:
+            self.expectations.lower(key, create=pod["metadata"]["name"])
 
     def _delete_pod(self, key: Key, pod: str, uid: str | None, grace: int | None) -> None:
         # The uid the plan saw: a pod deleted and created again under the same name (by someone else,
@@ -405,7 +406,9 @@ class Controller:
                 raise
 
     def _event(self, job: TFTrainingJob, e: Event) -> None:
+        """Record a plan's event on the job, and count what it says in the job metrics."""
         self._record(job.namespace, job.name, job.metadata.uid, job.metadata.resource_version, e)
+        metrics.count(e)
 
     def _record(self, namespace: str, name: str, uid: str | None, version: str | None, e: Event) -> None:
         event = event_object(namespace, name, uid, version, e, self.clock())
