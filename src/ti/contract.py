@@ -89,6 +89,10 @@ LABEL_JOB = f"{GROUP}/job-name"
 LABEL_ROLE = f"{GROUP}/role"
 LABEL_INDEX = f"{GROUP}/instance-index"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
+# Kueue's labels on a job (its own names, the same on every job kind Kueue admits): the LocalQueue it
+# waits in, and the WorkloadPriorityClass that orders it there.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 
 ROLE_WORKER = "worker"
 ROLE_PS = "ps"

@@ -47,6 +47,7 @@ class Estimator:
         checkpoint_path: str | None = None,
         metric_definitions: list[Mapping[str, str]] | None = None,
         session: Session | None = None,
+        queue_name: str | None = None,
     ) -> None:
         self.session = session if session is not None else Session()
         self.catalog: Catalog = load_catalog(os.environ.get(CATALOG_FILE_ENV))
@@ -68,6 +69,7 @@ class Estimator:
         self.train_volume_size = arguments.train_volume_size(train_volume_size)
         self._metrics = arguments.metric_definitions(metric_definitions)
         self.metric_definitions = [{"Name": m.name, "Regex": m.regex} for m in self._metrics]
+        self.queue_name = arguments.queue_name(queue_name)
         self.latest_training_job: TrainingJobHandle | None = None
 
     # ---- what subclasses decide -------------------------------------------------------------------
@@ -133,7 +135,9 @@ class Estimator:
         )
         annotations = {ANNOTATION_BASE_JOB_NAME: self.base_job_name} if self.base_job_name else {}
         namespace = None if self.local else self.session.namespace
-        meta = ObjectMeta(name=name, namespace=namespace, annotations=annotations)
+        # Ours, not the TI SDK's: Kueue admits the job from this LocalQueue (ignored in local mode).
+        labels = {contract.KUEUE_QUEUE_LABEL: self.queue_name} if self.queue_name and not self.local else {}
+        meta = ObjectMeta(name=name, namespace=namespace, annotations=annotations, labels=labels)
         return TFTrainingJob(metadata=meta, spec=spec)
 
     def fit(
@@ -232,6 +236,7 @@ class Estimator:
             "train_volume_size": spec.volume_size_gb,
             "checkpoint_path": spec.checkpoint_path,
             "metric_definitions": [{"Name": m.name, "Regex": m.regex} for m in spec.metric_definitions],
+            "queue_name": job.metadata.labels.get(contract.KUEUE_QUEUE_LABEL),
         }
 
 

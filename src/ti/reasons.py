@@ -93,6 +93,33 @@ class Reason(_Documented):
     STOPPED = "Stopped", "Stopped on request (runPolicy.stop)."
     SUSPENDED = "Suspended", "Suspended on request (runPolicy.suspend); its pods are deleted."
 
+    # -- a job in a Kueue queue (label kueue.x-k8s.io/queue-name) ----------------------------------
+    WAITING_FOR_QUOTA = (
+        "WaitingForQuota",
+        "Queued: Kueue has not admitted the job yet; the message names the LocalQueue and says why, in "
+        "Kueue's words (no quota left, no such LocalQueue, an inactive ClusterQueue).",
+    )
+    EVICTED_BY_QUEUE = (
+        "EvictedByQueue",
+        "Queued: Kueue evicted the running job (preempted for a job of higher priority, a quota "
+        "change, a deleted or stopped queue); its pods are deleted and the same attempt runs again "
+        "once Kueue admits it again. Not counted against runPolicy.backoffLimit.",
+    )
+    QUEUE_UNAVAILABLE = (
+        "QueueUnavailable",
+        "Queued: the job names a Kueue queue, but the API server does not serve Kueue's API "
+        "(kueue.x-k8s.io/v1beta2). Install Kueue or remove the label; looked at again every 30 s.",
+    )
+    QUEUE_FINISHED = (
+        "QueueFinished",
+        "Failed: the job's Workload was marked Finished by someone else than the operator before the "
+        "job ended (Kueue gives up on a Workload it cannot start); the message has Kueue's words.",
+    )
+    ADMITTED = (
+        "Admitted",
+        "The Admitted condition turned True: Kueue admitted the job (ClusterQueue, flavors).",
+    )
+
     # -- on the way ----------------------------------------------------------------------------------
     PODS_CREATED = "PodsCreated", "The Created condition turned True: the attempt's pods were created."
     WAITING_FOR_PODS = (
@@ -144,6 +171,17 @@ class EventReason(_Documented):
     STOPPED = "Stopped", "Normal: the job was stopped on request; what was uploaded is kept."
     SUSPENDED = "Suspended", "Normal: runPolicy.suspend is true; the pods are deleted, the job kept."
     RESUMED = "Resumed", "Normal: runPolicy.suspend is false again; the pods are recreated."
+    QUEUED = (
+        "Queued",
+        "Normal: the job waits in its Kueue LocalQueue; no pod exists until Kueue admits it. Once per "
+        "distinct reason.",
+    )
+    ADMITTED = "Admitted", "Normal: Kueue admitted the job; the message names the ClusterQueue and flavors."
+    EVICTED_BY_QUEUE = (
+        "EvictedByQueue",
+        "Warning: Kueue evicted the job (the message has Kueue's reason and words); its pods are "
+        "deleted, restartCount is unchanged, and it waits in its queue again.",
+    )
     FAILED_CREATE = (
         "FailedCreate",
         "Warning: the API server refused the job's pods or Service; once per distinct message.",
@@ -166,6 +204,18 @@ class EventReason(_Documented):
     )
 
 
+class KueueReason(_Documented):
+    """Kueue's own words, read from and written to a job's Workload (`ti.operator.kueue`); not ours
+    to choose, so they are kept apart from the job's reasons."""
+
+    PREEMPTED = "Preempted", "Evicted: preempted for a workload of higher priority (Kueue requeues it)."
+    NODE_FAILURES = "NodeFailures", "Evicted: a node it ran on failed (Kueue requeues it)."
+    SUCCEEDED = "Succeeded", "Finished: written by the operator when the job Completed."
+    FAILED = "Failed", "Finished: written by the operator when the job Failed or was Stopped."
+    PENDING = "Pending", "QuotaReserved False: written by the operator when it clears an evicted admission."
+    NO_RESERVATION = "NoReservation", "Admitted False: the Workload holds no quota reservation."
+
+
 class Deletion(StrEnum):
     """Why the operator deletes a pod (logged with the deletion). A job's ending that frees every
     running pod whatever its cleanPodPolicy is logged with the job's Reason instead."""
@@ -173,5 +223,6 @@ class Deletion(StrEnum):
     RETRY = "retry"  # a platform fault: every pod of the attempt goes before the next attempt's
     STOP = "stop"  # runPolicy.stop
     SUSPEND = "suspend"  # runPolicy.suspend
+    QUEUE = "queue"  # Kueue evicted the job, or has not admitted it
     OUTDATED = "outdated"  # a pod of an earlier attempt
     CLEAN = "clean"  # runPolicy.cleanPodPolicy, once the job finished

@@ -21,6 +21,7 @@ import kopf
 from kubernetes import client
 
 from ti.api import API_VERSION, PLURAL
+from ti.operator import kueue
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = REPO / "operator" / "handlers.py"
@@ -110,10 +111,19 @@ def grant_of(method: str, cls: str, call: ast.Call | None) -> Grant:
     rest = method.removeprefix(f"{verb_part}_").removesuffix("_for_all_namespaces")
     rest = rest.removeprefix("namespaced_")
     group = API_GROUPS[cls]
-    if group is None:  # CustomObjectsApi: group and plural are arguments; ours is TFTrainingJob only
+    if group is None:  # CustomObjectsApi: group and plural are arguments, ours or Kueue's
         names = {a.id for a in (call.args if call else []) if isinstance(a, ast.Name)}
-        assert {"GROUP", "PLURAL"} <= names, f"{method}: not called with GROUP and PLURAL (TFTrainingJob)"
-        group, resource = GROUP, PLURAL
+        kueue_names = [
+            a.attr
+            for a in (call.args if call else [])
+            if isinstance(a, ast.Attribute) and isinstance(a.value, ast.Name) and a.value.id == "kueue"
+        ]
+        if kueue_names:  # ti.operator.kueue's constants: kueue.GROUP, kueue.VERSION, kueue.WORKLOADS
+            assert "GROUP" in kueue_names and len(kueue_names) == 3, f"{method}: kueue.GROUP and a plural"
+            group, resource = kueue.GROUP, getattr(kueue, kueue_names[-1])
+        else:
+            assert {"GROUP", "PLURAL"} <= names, f"{method}: not called with GROUP and PLURAL (TFTrainingJob)"
+            group, resource = GROUP, PLURAL
         rest = rest.removeprefix("custom_object").removeprefix("cluster_custom_object")
         return group, resource + (f"/{rest.strip('_')}" if rest.strip("_") else ""), VERBS[verb_part]
     sub = next((s for s in SUBRESOURCES if rest.endswith(f"_{s}")), None)
@@ -173,6 +183,16 @@ def kopf_grants() -> set[Grant]:
     return grants
 
 
+# Kueue's cluster-scoped objects the operator reads (`*_cluster_custom_object` calls on them).
+KUEUE_CLUSTER_WIDE = {kueue.RESOURCE_FLAVORS, kueue.PRIORITY_CLASSES}
+
+
 def needed() -> set[Grant]:
     """Every namespaced grant the operator uses: its own calls and kopf's."""
-    return code_grants() | kopf_grants()
+    return {g for g in code_grants() | kopf_grants() if g[1] not in KUEUE_CLUSTER_WIDE}
+
+
+def cluster_wide() -> set[Grant]:
+    """The grants on cluster-scoped objects the operator's own calls use (Kueue's flavors and
+    priority classes), whatever the chart's scope."""
+    return {g for g in code_grants() if g[1] in KUEUE_CLUSTER_WIDE}

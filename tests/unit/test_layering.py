@@ -78,6 +78,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "ti.catalog",
         *(f"ti.operator.{m}" for m in ("render", "pods", "status", "reconcile", "refusals", "controller")),
     ),
+    "ti/operator/kueue.py": (
+        *PURE,
+        "ti.catalog",
+        *(f"ti.operator.{m}" for m in ("status", "reconcile", "refusals", "controller", "queueing")),
+    ),
+    "ti/operator/queueing.py": (*SDK, "kopf", "ti.operator.controller", "ti.operator.reconcile"),
     "ti/operator/refusals.py": (*PURE, "ti.catalog", "ti.operator.reconcile", "ti.operator.controller"),
     "ti/operator/reconcile.py": (
         *PURE,
@@ -157,7 +163,7 @@ def test_no_client_is_loaded_by_the_pure_core_even_indirectly() -> None:
     code = (
         "import sys; import ti.api, ti.api.crd, ti.api.docs, ti.catalog, ti.operator.settings, "
         "ti.operator.render, ti.operator.pods, ti.operator.status, ti.operator.plans, "
-        "ti.operator.reconcile, ti.operator.refusals; "
+        "ti.operator.reconcile, ti.operator.refusals, ti.operator.kueue; "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {CLIENTS!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -18,6 +18,7 @@ from tests.support.rbac_calls import (
     REPO,
     Grant,
     calls,
+    cluster_wide,
     grant_of,
     needed,
     operator_modules,
@@ -45,6 +46,13 @@ def test_the_scan_finds_the_controllers_calls_and_maps_them_as_client_go_names_t
         f"{PLURAL}/status",
         "patch",
     )
+    kueue_call = ast.parse("f(kueue.GROUP, kueue.VERSION, ns, kueue.WORKLOADS, n)").body[0].value  # type: ignore[attr-defined]
+    assert grant_of("patch_namespaced_custom_object_status", "CustomObjectsApi", kueue_call) == (
+        "kueue.x-k8s.io",
+        "workloads/status",
+        "patch",
+    )
+    assert ("kueue.x-k8s.io", "resourceflavors", "list") in cluster_wide()
     assert {REPO / "src" / "ti" / "operator" / "controller.py", HANDLERS} <= set(operator_modules())
 
 
@@ -75,7 +83,7 @@ def test_cluster_scope_grants_exactly_what_the_codecalls() -> None:
     docs = chart_support.render()
     assert "--standalone" in chart_support.operator_container(docs)["args"], "no peering objects to grant"
     assert "--all-namespaces" in chart_support.operator_container(docs)["args"]
-    used = needed() | KOPF_CRDS
+    used = needed() | KOPF_CRDS | cluster_wide()
     assert rules_of(docs, "Role") == []
     (granted,) = rules_of(docs, "ClusterRole")
     assert _diff(granted, used) == {"granted, never used": [], "used, not granted": []}
@@ -89,8 +97,8 @@ def test_namespaced_scope_grants_exactly_what_the_codecalls() -> None:
     assert len(roles) == 2 and roles[0] == roles[1], "one identical Role per watched namespace"
     used = needed()
     assert _diff(roles[0], used) == {"granted, never used": [], "used, not granted": []}
-    (cluster_wide,) = rules_of(docs, "ClusterRole")
-    assert _diff(cluster_wide, KOPF_CRDS | KOPF_NAMESPACES) == {
+    (cluster_reads,) = rules_of(docs, "ClusterRole")
+    assert _diff(cluster_reads, KOPF_CRDS | KOPF_NAMESPACES | cluster_wide()) == {
         "granted, never used": [],
         "used, not granted": [],
     }

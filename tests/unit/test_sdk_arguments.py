@@ -66,6 +66,7 @@ CONSTRUCTION: list[tuple[dict[str, Any], str, str]] = [
     ({"metric_definitions": [{"Name": "acc", "Regex": "acc: [0-9.]+"}]}, "metric_definitions", "group"),
     ({"base_job_name": "My_Job"}, "base_job_name", "'my-job'"),
     ({"image_name": "has space"}, "image_name", "container image"),
+    ({"queue_name": "GPU Queue"}, "queue_name", "LocalQueue"),
 ]
 
 

@@ -37,6 +37,7 @@ CHANGED: dict[str, Any] = {
     "checkpoint_path": f"{COS}/checkpoints",
     "metric_definitions": [{"Name": "accuracy", "Regex": "accuracy: ([0-9.]+)"}],
     "distributions": {"parameter_server": {"enabled": True, "count": 2}},
+    "queue_name": "gpu-main",
 }
 
 

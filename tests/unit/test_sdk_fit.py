@@ -126,3 +126,13 @@ def test_attach_rebuilds_the_arguments(project: Path) -> None:
     expected["source_dir"] = f"{COS}/path/attach-me/source/sourcedir.tar.gz"
     assert again.arguments() == expected
     assert again.latest_training_job.name == "attach-me"
+
+
+def test_queue_name_puts_the_job_in_a_kueue_queue(project: Path) -> None:
+    session = RecordingSession()
+    estimator(session, queue_name="gpu-main").fit(f"{COS}/data", wait=False)
+    body = session.calls[1][1]
+    assert body["metadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "gpu-main"}
+    plain = RecordingSession()
+    estimator(plain).fit(f"{COS}/data", wait=False)
+    assert plain.calls[1][1]["metadata"]["labels"] == {}

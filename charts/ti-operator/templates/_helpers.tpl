@@ -148,6 +148,28 @@ derives them from the code's calls and fails on a rule not used or a call not gr
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Kueue: a job labelled kueue.x-k8s.io/queue-name gets a Workload the operator creates and watches
+# (by its job label); it marks it Finished when the job ends and clears an evicted admission.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list", "watch", "create"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["patch"]
+{{- end }}
+
+{{/*
+ti-operator.queueRules: Kueue's cluster-wide objects a queued job needs read, and only read: the
+ResourceFlavors its admission names (their node labels and tolerations go on its pods; listing them
+also tells whether Kueue is installed) and the WorkloadPriorityClass its label names.
+*/}}
+{{- define "ti-operator.queueRules" -}}
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["resourceflavors"]
+  verbs: ["list"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloadpriorityclasses"]
+  verbs: ["get"]
 {{- end }}
 
 {{/*

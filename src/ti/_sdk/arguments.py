@@ -294,3 +294,20 @@ def job_name(value: Any) -> str | None:
             "generated name",
         )
     return value
+
+
+# A label value: the LocalQueue's name as Kueue reads it from the job's kueue.x-k8s.io/queue-name.
+_QUEUE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+
+
+def queue_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _QUEUE_NAME.match(value):
+        raise ArgumentError(
+            "queue_name",
+            f"{value!r} is not the name of a Kueue LocalQueue",
+            "Pass the LocalQueue of your namespace (`kubectl get localqueues`), e.g. queue_name='main': "
+            "lower case letters, digits, '-' and '.', at most 63 characters",
+        )
+    return value

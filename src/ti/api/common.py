@@ -91,6 +91,7 @@ class Phase(str, Enum):
     STOPPING = "Stopping"
     STOPPED = "Stopped"
     SUSPENDED = "Suspended"
+    QUEUED = "Queued"
 
     @property
     def finished(self) -> bool:
@@ -106,6 +107,7 @@ class ConditionType(str, Enum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    ADMITTED = "Admitted"
 
 
 class ConditionStatus(str, Enum):

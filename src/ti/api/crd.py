@@ -47,6 +47,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Framework", "type": "string", "jsonPath": ".spec.frameworkVersion"},
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restartCount", "priority": 1},
+    {
+        "name": "Queue",
+        "type": "string",
+        "jsonPath": ".metadata.labels.kueue\\.x-k8s\\.io/queue-name",
+        "description": "Kueue LocalQueue",
+        "priority": 1,
+    },
     {"name": "Image", "type": "string", "jsonPath": ".spec.image", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

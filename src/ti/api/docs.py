@@ -27,6 +27,8 @@ PHASES = {
     Phase.STOPPING: "runPolicy.stop was set; the pods got SIGTERM and upload what they have.",
     Phase.STOPPED: "Stopped on request.",
     Phase.SUSPENDED: "runPolicy.suspend is true; no pods exist until it is false again.",
+    Phase.QUEUED: "Waiting in a Kueue queue (label kueue.x-k8s.io/queue-name) to be admitted, or again after "
+    "Kueue evicted it; no pods exist until Kueue admits it.",
 }
 
 CONDITIONS = {
@@ -36,6 +38,8 @@ CONDITIONS = {
     ConditionType.SUCCEEDED: "True when the job completed.",
     ConditionType.FAILED: "True when the job failed; reason and message as in status.",
     ConditionType.SUSPENDED: "True while suspended; False with reason Resumed after.",
+    ConditionType.ADMITTED: "Jobs in a Kueue queue only: True once Kueue admitted the job (the message names "
+    "the ClusterQueue and flavors); False while it waits or after an eviction, with Kueue's words.",
 }
 
 _REASONS_INTRO = [

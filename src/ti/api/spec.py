@@ -172,7 +172,8 @@ class RunPolicy(SpecModel):
         default=False,
         description=(
             "true deletes the job's pods and keeps the job (phase Suspended); false again recreates "
-            "them. Queueing systems such as Kueue use it to admit jobs."
+            "them. Kueue does not use it: a job labelled kueue.x-k8s.io/queue-name waits in phase "
+            "Queued until Kueue admits its Workload."
         ),
     )
     stop: bool = Field(

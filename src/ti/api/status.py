@@ -12,7 +12,9 @@ from ti.api.common import ConditionStatus, ConditionType, InstancePhase, Phase, 
 class Condition(StatusModel):
     """A Kubernetes-style condition."""
 
-    type: ConditionType = Field(description="Created, Running, Restarting, Succeeded, Failed or Suspended.")
+    type: ConditionType = Field(
+        description="Created, Running, Restarting, Succeeded, Failed, Suspended or Admitted."
+    )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str | None = Field(default=None, description="CamelCase reason of the last transition.")
     message: str | None = Field(default=None, description="What happened, for humans.")
@@ -47,19 +49,22 @@ class TFTrainingJobStatus(StatusModel):
         default=None,
         description=(
             "Pending, Starting, Downloading, Training, Uploading, Completed, Failed, Stopping, "
-            "Stopped or Suspended."
+            "Stopped, Suspended or Queued (waiting for Kueue to admit it)."
         ),
     )
     reason: str | None = Field(
         default=None,
         description=(
             "CamelCase reason of the phase, e.g. InvalidSpec, TrainingFailed, UploadFailed, "
-            "BackoffLimitExceeded, Unschedulable, MaxRunExceeded, Stopped."
+            "BackoffLimitExceeded, Unschedulable, MaxRunExceeded, Stopped, WaitingForQuota."
         ),
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Kubernetes conditions: Created, Running, Restarting, Succeeded, Failed, Suspended.",
+        description=(
+            "Kubernetes conditions: Created, Running, Restarting, Succeeded, Failed, Suspended, and "
+            "Admitted for a job in a Kueue queue."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     start_time: AwareDatetime | None = Field(

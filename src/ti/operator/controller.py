@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from ti.api import API_VERSION, PLURAL, ObjectMeta, Phase, TFTrainingJob
 from ti.catalog import Catalog
-from ti.operator import metrics
+from ti.operator import kueue, metrics
 from ti.operator.cache import (
     EXPECTATION_TIMEOUT_SECONDS,
     Expectations,
@@ -53,6 +53,7 @@ from ti.operator.cache import (
 from ti.operator.events import api_message, error_message, event_object
 from ti.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
 from ti.operator.plans import WAIT_SECONDS, Event, Plan
+from ti.operator.queueing import Queues
 from ti.operator.reconcile import plan
 from ti.operator.refusals import describe, refused, unparsable
 from ti.operator.settings import OperatorConfig
@@ -114,6 +115,7 @@ class Controller:
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.queues = Queues(self.api, self._changed)
 
     # -- entry points ----------------------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class Controller:
             self._informers.clear()
         for informer in informers:
             informer.stop()
+        self.queues.stop()
 
     def _changed(self, key: Key) -> None:
         if self.jobs.get(*key) is not None:
@@ -227,7 +230,8 @@ class Controller:
         service = None
         if job.spec.distributed:
             service = next((s for s in self.services.of(ns, name) if s["metadata"]["name"] == name), None)
-        return plan(job, pods, service, self.clock(), self.catalog, self.config)
+        queue = self.queues.state(job) if kueue.queue_name(job) else None
+        return plan(job, pods, service, self.clock(), self.catalog, self.config, queue)
 
     def enqueue(self, namespace: str, name: str) -> None:
         """Ask for a reconcile of a job, from an event handler: returns at once. A job already queued is
@@ -292,6 +296,7 @@ class Controller:
         or a requeue when the status write met a newer job). `pods` is what `p` was decided on."""
         ns, name = job.namespace, job.name
         key = (ns, name)
+        self.queues.create(job, p)
         try:
             if p.create_service is not None:
                 self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
@@ -343,6 +348,9 @@ class Controller:
         for d in p.delete_pods:
             log.info("%s/%s: deleting pod %s (uid %s): %s", ns, name, d.name, uids.get(d.name), d.reason)
             self._delete_pod(key, d.name, uids.get(d.name), d.grace_period_seconds)
+        if not self.queues.write_status(job, p):
+            log.info("the Workload of %s/%s changed meanwhile; planning again", ns, name)
+            p = dataclasses.replace(p, delete_job=False, requeue_after=CONFLICT_RETRY_SECONDS)
         for e in p.events:
             self._event(job, e)
         if p.delete_job:

@@ -22,6 +22,7 @@ two steps thus never finds a job whose pods were created and deleted while statu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from ti.api import (
     status_body,
 )
 from ti.catalog import Catalog, CatalogError
+from ti.operator import kueue
 from ti.operator import status as st
 from ti.operator.plans import WAIT_SECONDS, Event, Plan, PodDeletion, merge_patch
 from ti.operator.pods import START_ERRORS, STUCK_REASONS, attempt_of, read_pod
@@ -51,7 +53,7 @@ from ti.reasons import Deletion, EventReason, Reason
 # meet new pods of the same names.
 RETRY_BACKOFF_SECONDS = 3.0
 
-_CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED)
+_CREATABLE = (None, Phase.PENDING, Phase.SUSPENDED, Phase.QUEUED)
 _FREE_ALL_REASONS = (
     Reason.UNSCHEDULABLE,
     Reason.FAILED_CREATE,
@@ -68,27 +70,36 @@ def plan(
     now: datetime,
     catalog: Catalog,
     config: OperatorConfig,
+    queue: kueue.QueueState | None = None,
 ) -> Plan:
-    """Decide the next step for `job`, given its pods (any attempt) and its Service (or None)."""
+    """Decide the next step for `job`, given its pods (any attempt) and its Service (or None); for a
+    job in a Kueue queue, `queue` is what the controller knows of its Workload."""
     if job.metadata.deletion_timestamp is not None:
-        return Plan()  # the garbage collector removes the pods through their ownerReferences
+        return Plan()  # the garbage collector removes the pods (and Workload) through their owner
     mine, foreign = _owned(job, pods)
-    d = _Decision(job, now, config)
+    d = _Decision(job, now, config, queue if kueue.queue_name(job) else None)
     old = job.status
     if old is not None and old.phase is not None and old.phase.finished:
         d.finished(mine, old)
     else:
         d.active(mine, foreign, service, catalog)
+    d.release()
     return d.plan()
 
 
 class _Decision:
     # Collects one plan; each path below fills in what it needs.
 
-    def __init__(self, job: TFTrainingJob, now: datetime, config: OperatorConfig) -> None:
+    def __init__(
+        self, job: TFTrainingJob, now: datetime, config: OperatorConfig, queue: kueue.QueueState | None
+    ) -> None:
         self.job = job
         self.now = now
         self.config = config
+        self.queue = queue
+        self.create_workload: dict[str, Any] | None = None
+        self.workload_status: dict[str, Any] | None = None
+        self.admission: kueue.Admission | None = None
         self.old = job.status or TFTrainingJobStatus()
         self.new: TFTrainingJobStatus = self.old
         self.create_pods: list[dict[str, Any]] = []
@@ -123,6 +134,13 @@ class _Decision:
         if policy.suspend:
             self.suspend(mine)
             return
+        if self.queue is not None:
+            if not self.admitted(mine, rendered.pods, self.queue):
+                return
+            # Kueue's flavors decide where the pods go; an admission never changes while pods exist.
+            where = kueue.placements(self.admission or kueue.Admission("admitted"), self.queue.flavors)
+            placed = [kueue.place(p, where.get(kueue.pod_set(p))) for p in rendered.pods]
+            rendered = dataclasses.replace(rendered, pods=placed)
 
         outdated = [p for p in mine if attempt_of(p) != attempt]
         current = [p for p in mine if attempt_of(p) == attempt]
@@ -151,6 +169,7 @@ class _Decision:
                     self.service = rendered.service
                 self.create_pods = missing
                 self.to(Phase.STARTING)
+                self.admitted_now()
                 self.new.restart_count = attempt
                 self.new.instances = [
                     i if i.pod else i.model_copy(update={"pod": i.name, "phase": InstancePhase.STARTING})
@@ -242,6 +261,92 @@ class _Decision:
             )
         if mine:
             self.requeue.append(WAIT_SECONDS)
+
+    # -- a job in a Kueue queue ----------------------------------------------------------------------
+
+    def admitted(
+        self, mine: list[Mapping[str, Any]], pods: list[dict[str, Any]], q: kueue.QueueState
+    ) -> bool:
+        """True when Kueue lets the job run; otherwise it waits in its queue, with no pod."""
+        name = kueue.queue_name(self.job)
+        if not q.available:
+            self.wait_in_queue(
+                mine,
+                Reason.QUEUE_UNAVAILABLE,
+                f"the label {kueue.QUEUE_LABEL} names LocalQueue {name}, but the API server does not serve "
+                f"{kueue.API_VERSION}: install Kueue, or remove the label to run the job without a queue",
+            )
+            self.requeue.append(kueue.UNAVAILABLE_RETRY_SECONDS)
+            return False
+        a = kueue.read_workload(q.workload)
+        if a.state == "missing":
+            self.create_workload = kueue.workload(self.job, pods, q.priority)
+            self.wait_in_queue(
+                mine, Reason.WAITING_FOR_QUOTA, f"waiting in LocalQueue {name} for Kueue to admit it"
+            )
+            return False
+        if a.state == "waiting":
+            said = f": {a.message}" if a.message else " for Kueue to admit it"
+            self.wait_in_queue(mine, Reason.WAITING_FOR_QUOTA, f"waiting in LocalQueue {name}{said}")
+            return False
+        if a.state == "evicted":
+            live = _live(mine)
+            self.wait_in_queue(
+                mine,
+                Reason.EVICTED_BY_QUEUE,
+                f"Kueue evicted the job ({a.reason}): {a.message}; its pods are deleted, and the same "
+                "attempt runs again once Kueue admits it again",
+            )
+            if not live and a.holds_quota and q.workload is not None:
+                self.workload_status = kueue.requeue_patch(q.workload, a, self.now)
+            return False
+        if a.state == "finished":
+            self.fail(Reason.QUEUE_FINISHED, f"Kueue finished the job's Workload ({a.reason}): {a.message}")
+            self.delete(_live(mine), Reason.QUEUE_FINISHED, graceful=True)
+            return False
+        self.admission = a
+        return True
+
+    def wait_in_queue(self, mine: list[Mapping[str, Any]], reason: Reason, message: str) -> None:
+        self.delete(mine, Deletion.QUEUE, graceful=True)
+        self.to(Phase.QUEUED, reason=reason, message=message)
+        self.new.instances = st.instance_statuses(self.job, [], self.new.restart_count)
+        st.set_condition(
+            self.new, ConditionType.ADMITTED, False, reason=reason, message=message,
+            now=self.now, generation=self.job.metadata.generation,
+        )  # fmt: skip
+        if self.old.phase != Phase.QUEUED or self.old.reason != reason:
+            if reason == Reason.EVICTED_BY_QUEUE:
+                self.event("Warning", EventReason.EVICTED_BY_QUEUE, message, status_reason=reason)
+            else:
+                self.event("Normal", EventReason.QUEUED, message, status_reason=reason)
+        if mine:
+            self.requeue.append(WAIT_SECONDS)
+
+    def admitted_now(self) -> None:
+        # The pods of an admitted job are being created: say by whom, and on what.
+        a = self.admission
+        if a is None:
+            return
+        flavors = ", ".join(f"{s}={'+'.join(f)}" for s, f in sorted(a.flavors.items())) or "none"
+        message = f"admitted by ClusterQueue {a.cluster_queue} (flavors: {flavors})"
+        st.set_condition(
+            self.new, ConditionType.ADMITTED, True, reason=Reason.ADMITTED, message=message,
+            now=self.now, generation=self.job.metadata.generation,
+        )  # fmt: skip
+        self.event("Normal", EventReason.ADMITTED, message)
+
+    def release(self) -> None:
+        """A finished job's Workload is marked Finished: Kueue frees its quota at once."""
+        q = self.queue
+        if q is None or q.workload is None or self.new.phase is None or not self.new.phase.finished:
+            return
+        if kueue.read_workload(q.workload).state == "finished":
+            return
+        said = self.new.failure_reason or self.new.reason or self.new.phase.value
+        self.workload_status = kueue.finished_patch(
+            q.workload, self.new.phase == Phase.COMPLETED, said, self.now
+        )
 
     # -- pieces -----------------------------------------------------------------------------------
 
@@ -370,6 +475,9 @@ class _Decision:
             events=self.events,
             delete_job=self.delete_job,
             requeue_after=min(waits) if waits else None,
+            create_workload=self.create_workload,
+            workload_status=self.workload_status,
+            workload=_workload_ref(self.queue),
         )
 
 
@@ -418,3 +526,10 @@ def _live(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [
         p for p in pods if ((p.get("status") or {}).get("phase") or "Pending") not in ("Succeeded", "Failed")
     ]
+
+
+def _workload_ref(queue: kueue.QueueState | None) -> tuple[str, str | None] | None:
+    if queue is None or queue.workload is None:
+        return None
+    meta = queue.workload.get("metadata") or {}
+    return str(meta.get("name")), meta.get("resourceVersion")
