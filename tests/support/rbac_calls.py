@@ -141,13 +141,39 @@ def code_grants() -> set[Grant]:
         assert "kubernetes.watch" not in text and "Watch(" not in text, (
             f"{path}: a watch of its own; teach this test its verbs"
         )
-        for method, call in calls(ast.parse(text)):
+        tree = ast.parse(text)
+        for method, call in calls(tree):
             grant = grant_of(method, methods[method], call)
             grants.add(grant)
             # A list method handed to ti.operator.cache.Informer is listed, then watched.
             if call is not None and isinstance(call.func, ast.Name) and call.func.id == "Informer":
                 grants.add((grant[0], grant[1], "watch"))
+        grants |= _informed_functions(tree, methods)
     return grants
+
+
+def _informed_functions(tree: ast.AST, methods: dict[str, str]) -> set[Grant]:
+    """A function of ours handed to Informer (`Informer(self.list_workloads, ...)`) is a list call
+    that is then watched: the list calls in its body are watched too."""
+    listed: dict[str, set[Grant]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            found = {grant_of(m, methods[m], c) for m, c in calls(node) if m.startswith("list_")}
+            if found:
+                listed[node.name] = found
+    watched: set[Grant] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Informer":
+            first = node.args[0] if node.args else None
+            name = (
+                first.attr
+                if isinstance(first, ast.Attribute)
+                else first.id
+                if isinstance(first, ast.Name)
+                else ""
+            )
+            watched |= {(g, r, "watch") for g, r, _ in listed.get(name, set())}
+    return watched
 
 
 def kopf_registry() -> kopf.OperatorRegistry:
