@@ -452,7 +452,9 @@ class Kueue:
         # The admin kubeconfig: ctrl.GetConfigOrDie reads $KUBECONFIG. env, unshare and sh each exec the
         # next, so the process Component starts (and kills with the test runner) is Kueue itself.
         argv = [
-            "env", f"KUBECONFIG={p.kubeconfig}", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, str(self.certs),
+            "env", f"KUBECONFIG={p.kubeconfig}",
+            "unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", script, str(self.certs),
             str(binary), f"--config={self.config_file}", f"--feature-gates={FEATURE_GATES}",
         ]  # fmt: skip
         self.component = Component("kueue", argv, self.log)
