@@ -23,6 +23,11 @@ With internal cert management off, Kueue reads its metrics server's certificate 
 fixture's certificate folder: two runs on one machine never share it, and nothing is written under
 /etc but the empty mount point.
 
+Quota comes back when a Workload is gone. Kueue only drops its finalizer when the owner (a Job) is
+deleted; the kube-controller-manager's garbage collector deletes the Workload, and in a fresh plane it
+only watches the new Workload CRD after its next discovery resync (every 30s): the first owner deleted
+in a session may release its quota some 20s later, later ones at once.
+
 The `Kueue` handle gives tests `version`, `queue(namespace, quotas=...)` (a ClusterQueue named after
 the namespace and a LocalQueue in it, see `Queue`), `priority_class(name, value)` and
 `workloads(namespace)`. Teardown deletes the ClusterQueues it made, removes the webhook
