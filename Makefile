@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 system-deps: ## Debian packages (docker.io, containerd, runc, CNI plugins, debootstrap, ...); start dockerd if none answers
 	bash hack/system-deps.sh
 
-toolchain: ## build/fetch the pinned toolchain (etcd, kube-*, kubelet, kube-proxy, coredns, kwok, kubectl, helm) into ~/.cache/ti-operator
+toolchain: ## build/fetch the pinned toolchain (etcd, kube-*, kubelet, kube-proxy, coredns, kwok, kueue, kubectl, helm) into ~/.cache/ti-operator
 	bash hack/toolchain.sh
 
 lint: setup ## ruff (lint + format check) and mypy on src/

