@@ -9,7 +9,7 @@ hack/versions.env) against the plane, as its admin:
   call `https://127.0.0.1:<port><path>` (no Service: the API server runs on this host);
 - a Configuration (config.kueue.x-k8s.io/v1beta2, `KueueProcess.configuration`): leader election off,
   health, metrics and webhook servers on free loopback ports, internal cert management off,
-  integrations `batch/job` plus the external framework TFTrainingJob.v1.training.ti.io, no
+  integrations `batch/job` plus the external framework TFTrainingJob.v1alpha1.training.ti.io, no
   waitForPodsReady, manageJobsWithoutQueueName false (a Job without the queue label is left alone);
   `--feature-gates=VisibilityOnDemand=false`, since the visibility API server would listen on a
   fixed port (8082) of every address;
@@ -69,7 +69,7 @@ NAMESPACE = "kueue-system"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 API = "kueue.x-k8s.io/v1beta2"
-EXTERNAL_FRAMEWORK = "TFTrainingJob.v1.training.ti.io"
+EXTERNAL_FRAMEWORK = "TFTrainingJob.v1alpha1.training.ti.io"
 FEATURE_GATES = "VisibilityOnDemand=false"
 METRICS_CERT_PATH = "/etc/kueue/metrics/certs"  # cmd/kueue/main.go, when internalCertManagement is off
 WEBHOOK_PREFIX = "ti-test-kueue-"
