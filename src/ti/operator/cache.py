@@ -52,15 +52,39 @@ def rv_newer(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
         return True
 
 
+# What the planner reads of a pod (ti.operator.pods.read_pod and the controller); the rest of a pod,
+# most of its bytes (managedFields, the spec, image IDs, IPs), is never kept: 10,000 pods known.
+_POD_META = ("name", "namespace", "uid", "resourceVersion", "labels", "ownerReferences",
+             "creationTimestamp", "deletionTimestamp")  # fmt: skip
+_POD_STATUS = ("phase", "reason", "message", "startTime")
+_CONDITION = ("type", "status", "reason", "message")
+_CONTAINER = ("name", "state", "image")
+
+
 def slim(obj: Mapping[str, Any]) -> Obj:
-    """What the planner reads of an object: managedFields are a third of a pod and never read; a pod's
-    spec is read for its node only."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    out: Obj = {**obj, "metadata": meta}
+    """What the planner reads of an object: managedFields are a third of a pod and never read; of a
+    pod, only what `ti.operator.pods` reads (its node of its spec)."""
     if obj.get("kind") == "Pod" or "containers" in (obj.get("spec") or {}):
-        node = (obj.get("spec") or {}).get("nodeName")
-        out["spec"] = {"nodeName": node} if node else {}
-    return out
+        return _slim_pod(obj)
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
+
+
+def _slim_pod(pod: Mapping[str, Any]) -> Obj:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    node = (pod.get("spec") or {}).get("nodeName")
+    out_status: Obj = {k: status[k] for k in _POD_STATUS if k in status}
+    if "conditions" in status:
+        out_status["conditions"] = [{k: c[k] for k in _CONDITION if k in c} for c in status["conditions"]]
+    for kind in ("initContainerStatuses", "containerStatuses"):
+        if kind in status:
+            out_status[kind] = [{k: c[k] for k in _CONTAINER if k in c} for c in status[kind]]
+    return {
+        "kind": "Pod",
+        "metadata": {k: meta[k] for k in _POD_META if k in meta},
+        "spec": {"nodeName": node} if node else {},
+        "status": out_status,
+    }
 
 
 def job_of(obj: Mapping[str, Any]) -> str | None:
