@@ -43,7 +43,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     api = ratelimit.limit(_api_client(), ratelimit.bucket(ours.qps, ours.client_burst))
     controller = Controller(api=api, catalog=catalog, config=ours.config)
     # Handlers only enqueue; these threads reconcile, one job at a time each, bursts coalesced.
-    controller.start_workers(ours.workers)
+    controller.start_workers(ours.reconcile_threads)
     controller.start_scheduler()
     memo["controller"] = controller
 

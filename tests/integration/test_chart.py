@@ -17,6 +17,7 @@ import yaml
 
 from tests.support import rbac_calls
 from tests.support.controlplane import ControlPlane
+from tests.support.kueue import Kueue
 from tests.support.operator import Kubelet, OperatorProcess
 from ti import contract
 from ti.catalog import load_catalog
@@ -235,6 +236,8 @@ def test_custom_values_render_namespaced_rbac_and_a_catalog_the_operator_loads(
             "resources": ["customresourcedefinitions"],
             "verbs": ["list", "watch"],
         },
+        {"apiGroups": ["kueue.x-k8s.io"], "resources": ["resourceflavors"], "verbs": ["list"]},
+        {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloadpriorityclasses"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
     for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
@@ -490,6 +493,7 @@ CLUSTER_FORBIDDEN = [
 def test_rbac_namespaced_mode_for_real(
     control_plane: ControlPlane,
     crd_installed: None,
+    kueue: Kueue,  # its CRDs: kubectl auth can-i resolves workloads.kueue.x-k8s.io through discovery
     namespace: str,
     extra_namespaces: list[str],
     tmp_path: Path,
@@ -508,6 +512,9 @@ def test_rbac_namespaced_mode_for_real(
     for verb in ("list", "watch"):
         assert sa.can(verb, "customresourcedefinitions.apiextensions.k8s.io")
         assert sa.can(verb, "namespaces")
+    # Kueue's flavors and priority classes, read-only.
+    for group, resource, verb in sorted(rbac_calls.cluster_wide()):
+        assert sa.can(verb, kubectl_resource(group, resource)), (verb, resource)
 
     allowed = [(v, r) for v, r in FORBIDDEN if sa.can(v, r, watched)]
     assert allowed == [], f"{sa.subject} may do more than it needs in {watched}"
@@ -539,6 +546,7 @@ def test_rbac_namespaced_mode_for_real(
 def test_rbac_cluster_mode_for_real(
     control_plane: ControlPlane,
     crd_installed: None,
+    kueue: Kueue,  # its CRDs: kubectl auth can-i resolves workloads.kueue.x-k8s.io through discovery
     namespace: str,
     extra_namespaces: list[str],
     tmp_path: Path,
@@ -556,6 +564,8 @@ def test_rbac_cluster_mode_for_real(
         assert sa.can(verb, f"tftrainingjobs.{GROUP}"), "cluster-wide, across namespaces"
         assert sa.can(verb, "pods"), "cluster-wide, across namespaces"
         assert sa.can(verb, "customresourcedefinitions.apiextensions.k8s.io")
+    for group, resource, verb in sorted(rbac_calls.cluster_wide()):  # Kueue's flavors, priority classes
+        assert sa.can(verb, kubectl_resource(group, resource)), (verb, resource)
     # kopf --all-namespaces never looks at namespaces (kopf/_core/reactor/observation.py).
     assert not sa.can("list", "namespaces")
     assert not sa.can("get", "secrets"), "no Secret anywhere"

@@ -78,3 +78,33 @@ def test_limit_wraps_every_request_of_a_client() -> None:
     limit(api, TokenBucket(qps=1, burst=1, clock=clock, sleep=clock.sleep))
     assert [api.rest_client.request("GET", "/a"), api.rest_client.request("GET", "/b")] == ["ok", "ok"]
     assert rest.calls == [("GET", "/a"), ("GET", "/b")] and clock.slept == [pytest.approx(1.0)]
+
+
+def test_a_waiting_request_goes_before_every_request_of_a_lower_priority() -> None:
+    import threading
+    import time
+
+    from ti.operator import ratelimit
+
+    b = TokenBucket(qps=20, burst=1)
+    b.acquire()  # empty: the next token is 50 ms away
+    served: list[str] = []
+
+    def take(name: str, level: int, delay: float) -> None:
+        time.sleep(delay)
+        with ratelimit.priority(level):
+            b.acquire(ratelimit.current())
+        served.append(name)
+
+    threads = [
+        threading.Thread(target=take, args=("event", ratelimit.LOW, 0.0)),
+        threading.Thread(target=take, args=("status", ratelimit.NORMAL, 0.005)),
+        threading.Thread(target=take, args=("pod", ratelimit.URGENT, 0.01)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    # They came LOW, NORMAL, URGENT; the tokens went the other way round.
+    assert served == ["pod", "status", "event"]
+    assert ratelimit.current() == ratelimit.NORMAL

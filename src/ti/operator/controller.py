@@ -54,6 +54,7 @@ from ti.operator.events import api_message, error_message, event_object
 from ti.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
 from ti.operator.plans import WAIT_SECONDS, Event, Plan
 from ti.operator.queueing import Queues
+from ti.operator.ratelimit import LOW, NORMAL, URGENT, priority
 from ti.operator.reconcile import plan
 from ti.operator.refusals import describe, refused, unparsable
 from ti.operator.settings import OperatorConfig
@@ -298,9 +299,11 @@ class Controller:
         key = (ns, name)
         self.queues.create(job, p)
         try:
+            # Pods first: under a client rate limit their creates go before every other write, and
+            # the Service is needed only once the pods' containers start (for TF_CONFIG's names).
+            self._create_pods(job, p.create_pods)
             if p.create_service is not None:
                 self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
-            self._create_pods(job, p.create_pods)
         except _Taken as err:
             log.warning("%s/%s: %s", ns, name, err)
             # Our own pod of another attempt: the cache lagged; look again once it has caught up.
@@ -322,10 +325,13 @@ class Controller:
             # then planned again from the newer version, and what remained of this plan (deletes,
             # events) waits for that plan, which comes after its status.
             body = {"metadata": {"resourceVersion": job.metadata.resource_version}, "status": p.status_patch}
+            # A job's end is what its user waits for: it goes before other writes, as pod creates do.
+            ending = p.status is not None and p.status.phase is not None and p.status.phase.finished
             try:
-                written = self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, ns, PLURAL, name, body
-                )
+                with priority(URGENT if ending else NORMAL):
+                    written = self.custom.patch_namespaced_custom_object_status(
+                        GROUP, VERSION, ns, PLURAL, name, body
+                    )
             except ApiException as err:
                 if err.status == 404:
                     return p
@@ -373,7 +379,8 @@ class Controller:
         for i, pod in enumerate(pods):
             pod_name = pod["metadata"]["name"]
             try:
-                self.core.create_namespaced_pod(job.namespace, pod)  # type: ignore[arg-type]
+                with priority(URGENT):
+                    self.core.create_namespaced_pod(job.namespace, pod)  # type: ignore[arg-type]
             except ApiException as err:
                 if err.status != 409:
                     self._not_created(key, pods[i:])
@@ -404,7 +411,8 @@ class Controller:
         if uid:
             self.expectations.expect(key, deletes=[uid])
         try:
-            self.core.delete_namespaced_pod(pod, key[0], body=options)
+            with priority(URGENT):
+                self.core.delete_namespaced_pod(pod, key[0], body=options)
         except ApiException as err:
             if uid:
                 self.expectations.lower(key, delete=uid)
@@ -421,7 +429,8 @@ class Controller:
     def _record(self, namespace: str, name: str, uid: str | None, version: str | None, e: Event) -> None:
         event = event_object(namespace, name, uid, version, e, self.clock())
         try:
-            self.core.create_namespaced_event(namespace, event)
+            with priority(LOW):
+                self.core.create_namespaced_event(namespace, event)
         except ApiException as err:  # an event lost is not worth a failed reconcile
             log.warning("could not record event %s on %s/%s: %s", e.reason, namespace, name, err.reason)
 

@@ -14,8 +14,8 @@ order of events. The same observed state gives the same plan, so replaying it is
   confirms a plan that retries or fails the job on a fresh list (see `ti.operator.controller`).
 
 The plan's steps are `ti.operator.plans.Plan`; `ti.operator.refusals` has the plans for a job the API
-server will not take as it is. The caller applies a plan in this order: create the Service, create pods, patch status, delete pods,
-emit events, delete the job; then looks again after `requeue_after` seconds if set. (Pods exist before
+server will not take as it is. The caller applies a plan in this order: create the Workload, create pods, create the Service, patch
+status, delete pods, patch the Workload's status, emit events, delete the job; then looks again after `requeue_after` seconds if set. (Pods exist before
 a status says so; a status records a retry before the pods it replaces go. An operator killed between
 two steps thus never finds a job whose pods were created and deleted while status said nothing.)
 """

@@ -54,6 +54,9 @@ class OperatorConfig(BaseModel):
         return Settings.from_env(environ).config
 
 
+LIMITED_WORKERS = 256
+
+
 class Settings(BaseModel):
     """Everything the operator process is configured with: its own tuning and the OperatorConfig."""
 
@@ -65,6 +68,13 @@ class Settings(BaseModel):
     burst: int = Field(default=0, ge=0)
     catalog_file: str | None = None
     config: OperatorConfig = Field(default_factory=OperatorConfig)
+
+    @property
+    def reconcile_threads(self) -> int:
+        """Workers: TI_OPERATOR_WORKERS, but 256 under a client rate limit. There a reconcile spends
+        most of its time waiting for tokens, and the bucket serves pod creates first
+        (`ti.operator.ratelimit`) only if enough reconciles are under way to have some to serve."""
+        return max(self.workers, LIMITED_WORKERS) if self.qps > 0 else self.workers
 
     @property
     def client_burst(self) -> int:
