@@ -44,6 +44,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     controller = Controller(api=api, catalog=catalog, config=ours.config)
     # Handlers only enqueue; these threads reconcile, one job at a time each, bursts coalesced.
     controller.start_workers(ours.reconcile_threads)
+    if ours.qps > 0:
+        controller.start_event_sink()
     controller.start_scheduler()
     memo["controller"] = controller
 
@@ -58,6 +60,7 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if controller is not None:
         controller.stop_scheduler()
         controller.stop_workers()
+        controller.stop_event_sink()
         controller.stop_informers()
 
 

@@ -108,3 +108,48 @@ def test_a_waiting_request_goes_before_every_request_of_a_lower_priority() -> No
     # They came LOW, NORMAL, URGENT; the tokens went the other way round.
     assert served == ["pod", "status", "event"]
     assert ratelimit.current() == ratelimit.NORMAL
+
+
+def test_a_waiting_request_gives_way_to_a_newer_reconcile_but_urgent_ones_never_do() -> None:
+    from ti.operator import ratelimit
+
+    clock = Clock()
+    b = TokenBucket(qps=1, burst=1, clock=clock, sleep=clock.sleep)
+    b.acquire()  # empty
+    newer = [False]
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        newer[0] = True  # the job changed while this request waited
+
+    b._sleep = sleep
+    with ratelimit.giving_way(lambda: newer[0]):
+        with pytest.raises(ratelimit.GaveWay):
+            b.acquire(ratelimit.NORMAL)
+        assert b.acquire(ratelimit.URGENT) >= 0  # a pod create is sent whatever happened
+    newer[0] = True
+    assert b.acquire(ratelimit.NORMAL) >= 0  # outside a reconcile nothing gives way
+
+
+def test_the_event_sink_sends_in_order_and_survives_a_failed_send() -> None:
+    import threading
+
+    from ti.operator.events import EventSink
+
+    sent: list[str] = []
+    done = threading.Event()
+
+    def send(namespace: str, event: Any) -> None:
+        if event == "bad":
+            raise RuntimeError("the API server went away")
+        sent.append(f"{namespace}/{event}")
+        if event == "last":
+            done.set()
+
+    sink = EventSink(send)
+    sink.start()
+    for e in ("first", "bad", "last"):
+        sink.put("team-a", e)
+    assert done.wait(5)
+    sink.stop()
+    assert sent == ["team-a/first", "team-a/last"]

@@ -50,11 +50,11 @@ from ti.operator.cache import (
     summary,
     unowned,
 )
-from ti.operator.events import api_message, error_message, event_object
+from ti.operator.events import EventSink, api_message, error_message, event_object
 from ti.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
 from ti.operator.plans import WAIT_SECONDS, Event, Plan
 from ti.operator.queueing import Queues
-from ti.operator.ratelimit import LOW, NORMAL, URGENT, priority
+from ti.operator.ratelimit import LOW, NORMAL, URGENT, GaveWay, giving_way, priority
 from ti.operator.reconcile import plan
 from ti.operator.refusals import describe, refused, unparsable
 from ti.operator.settings import OperatorConfig
@@ -82,6 +82,10 @@ NAME_REUSE_SECONDS = 10.0
 # them (after a restart the job list can be newer than the pod list), so they are confirmed on a
 # fresh list first.
 _CONFIRM = (EventReason.RESTARTING, EventReason.FAILED)
+
+
+def job_key(job: TFTrainingJob) -> Key:
+    return job.namespace, job.name
 
 
 class _Taken(Exception):
@@ -112,6 +116,8 @@ class Controller:
     services: ObjectStore = field(default_factory=ObjectStore)
     expectations: Expectations = field(default_factory=Expectations)
     _informers: dict[str, list[Informer]] = field(default_factory=dict)
+    # Under a client rate limit, Events go through a sender of their own (`start_event_sink`).
+    events: EventSink | None = None
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
@@ -259,9 +265,20 @@ class Controller:
     def _work(self, queue: WorkQueue) -> None:
         while (key := queue.get()) is not None:
             try:
-                self._requeued(key)
+                with giving_way(lambda: queue.dirty(key)):
+                    self._requeued(key)
             finally:
                 queue.done(key)
+
+    def start_event_sink(self) -> None:
+        if self.events is None:
+            self.events = EventSink(self._send_event)
+            self.events.start()
+
+    def stop_event_sink(self) -> None:
+        if self.events is not None:
+            self.events.stop()
+            self.events = None
 
     def start_scheduler(self) -> None:
         if self._scheduler is None:
@@ -295,6 +312,20 @@ class Controller:
     def _apply(self, job: TFTrainingJob, p: Plan, pods: list[dict[str, Any]]) -> Plan:
         """Apply `p`; returns the plan applied in the end (another when the API server refused pods,
         or a requeue when the status write met a newer job). `pods` is what `p` was decided on."""
+        made: list[bool] = []
+        try:
+            return self._apply_steps(job, p, pods, made)
+        except GaveWay:
+            # Under a rate limit, a write still waiting for its token when the job changed again: the
+            # newer reconcile (queued) starts over from what is true now. Pods created here exist
+            # whatever the status says; the next plan finds them and would never say so.
+            log.info("%s/%s changed while a write waited for its turn; planning again", *job_key(job))
+            if any(made):
+                for e in (e for e in p.events if e.reason == EventReason.CREATED):
+                    self._event(job, e)
+            return Plan()
+
+    def _apply_steps(self, job: TFTrainingJob, p: Plan, pods: list[dict[str, Any]], made: list[bool]) -> Plan:
         ns, name = job.namespace, job.name
         key = (ns, name)
         self.queues.create(job, p)
@@ -302,6 +333,7 @@ class Controller:
             # Pods first: under a client rate limit their creates go before every other write, and
             # the Service is needed only once the pods' containers start (for TF_CONFIG's names).
             self._create_pods(job, p.create_pods)
+            made.append(bool(p.create_pods))
             if p.create_service is not None:
                 self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
         except _Taken as err:
@@ -428,11 +460,17 @@ class Controller:
 
     def _record(self, namespace: str, name: str, uid: str | None, version: str | None, e: Event) -> None:
         event = event_object(namespace, name, uid, version, e, self.clock())
+        if self.events is not None:
+            self.events.put(namespace, event)
+            return
         try:
-            with priority(LOW):
-                self.core.create_namespaced_event(namespace, event)
+            self._send_event(namespace, event)
         except ApiException as err:  # an event lost is not worth a failed reconcile
             log.warning("could not record event %s on %s/%s: %s", e.reason, namespace, name, err.reason)
+
+    def _send_event(self, namespace: str, event: Any) -> None:
+        with priority(LOW):
+            self.core.create_namespaced_event(namespace, event)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -457,6 +495,8 @@ class Controller:
     def _requeued(self, key: Key) -> None:
         try:
             self.reconcile(*key)
+        except GaveWay:  # a read waited for its turn while the job changed: the newer reconcile is queued
+            pass
         except Exception as err:
             self._failed(key, err)
         else:

@@ -7,7 +7,12 @@ only its class and, for the API server's refusals, the status, reason and the se
 from __future__ import annotations
 
 import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -72,3 +77,29 @@ def event_object(
         reporting_component="ti-operator",
         reporting_instance="ti-operator",
     )
+
+
+class EventSink(threading.Thread):
+    """Events sent by a thread of their own, as client-go's event broadcaster does: a reconcile under a
+    client rate limit never waits for an Event's token (they go last), and its job is free for its
+    next reconcile. An Event that cannot be sent is logged and dropped."""
+
+    def __init__(self, send: Callable[[str, Any], None]) -> None:
+        super().__init__(name="ti-events", daemon=True)
+        self._send = send
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+
+    def put(self, namespace: str, event: Any) -> None:
+        self._queue.put((namespace, event))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._send(*item)
+            except Exception as err:  # an event lost is not worth a dead sender
+                logging.getLogger("ti.operator.events").warning(
+                    "could not record an event: %s", error_message(err)
+                )

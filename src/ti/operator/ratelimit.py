@@ -17,6 +17,8 @@ makes with `priority(...)`; NORMAL otherwise.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,12 @@ from typing import Any
 
 URGENT, NORMAL, LOW = 0, 1, 2
 _local = threading.local()
+# How often a request waiting its turn looks whether its reconcile should give way.
+_GIVE_WAY_CHECK_SECONDS = 0.25
+
+
+class GaveWay(Exception):
+    """A request not sent: its reconcile gave way to a newer one of the same job (`giving_way`)."""
 
 
 @contextlib.contextmanager
@@ -37,12 +45,27 @@ def priority(level: int) -> Iterator[None]:
         _local.level = before
 
 
+@contextlib.contextmanager
+def giving_way(newer: Callable[[], bool]) -> Iterator[None]:
+    """Inside the block, a NORMAL or LOW request still waiting for its token when `newer()` turns true
+    is not sent: it raises GaveWay. A reconcile whose job changed meanwhile (a newer reconcile is
+    queued) had better start over from what is true now than wait to write what no longer is."""
+    before = getattr(_local, "newer", None)
+    _local.newer = newer
+    try:
+        yield
+    finally:
+        _local.newer = before
+
+
 def current() -> int:
     return int(getattr(_local, "level", NORMAL))
 
 
 class TokenBucket:
-    """Thread-safe token bucket; `acquire` waits for a token, served by priority."""
+    """Thread-safe token bucket; `acquire` waits for a token. Waiting callers are served by priority,
+    then in the order they came; only the first in line watches the clock, the others sleep until
+    they are first (no thundering herd of waiters at every token)."""
 
     def __init__(
         self,
@@ -60,32 +83,49 @@ class TokenBucket:
         self._tokens = float(self.burst)
         self._last = clock()
         self._lock = threading.Lock()
-        self._waiting = [0, 0, 0]  # callers waiting, by priority
+        self._line: list[tuple[int, int, threading.Event]] = []  # (priority, arrival, its wake-up)
+        self._arrivals = itertools.count()
 
     def acquire(self, level: int = NORMAL) -> float:
-        """Take one token, waiting for it while the bucket is empty or a caller of a higher priority
-        waits too; returns the seconds waited."""
+        """Take one token, waiting for it while the bucket is empty or callers of a higher priority
+        (or of the same, come earlier) wait; returns the seconds waited. Raises GaveWay (not for
+        URGENT) when the thread's `giving_way` condition turns true while it waits."""
         began = self._clock()
-        waiting = False
+        newer: Callable[[], bool] | None = getattr(_local, "newer", None) if level != URGENT else None
+        entry = (level, next(self._arrivals), threading.Event())
+        with self._lock:
+            heapq.heappush(self._line, entry)
         try:
             while True:
                 with self._lock:
                     now = self._clock()
                     self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
                     self._last = now
-                    if self._tokens >= 1 - 1e-9 and not any(self._waiting[:level]):
+                    first = self._line[0] is entry
+                    if first and self._tokens >= 1 - 1e-9:
                         self._tokens -= 1
+                        heapq.heappop(self._line)
+                        if self._line:
+                            self._line[0][2].set()  # the next in line watches the clock now
                         return self._clock() - began
-                    if not waiting:
-                        self._waiting[level] += 1
-                        waiting = True
-                    # Until the next token; a caller of a higher priority may take it first.
-                    wait = (1 - self._tokens) / self.qps if self._tokens < 1 else 1 / self.qps
-                self._sleep(max(wait, 1e-4))
-        finally:
-            if waiting:
-                with self._lock:
-                    self._waiting[level] -= 1
+                    wait = (1 - self._tokens) / self.qps
+                    entry[2].clear()
+                if newer is not None and newer():
+                    raise GaveWay()
+                if first:
+                    self._sleep(
+                        max(wait, 1e-4) if newer is None else min(max(wait, 1e-4), _GIVE_WAY_CHECK_SECONDS)
+                    )
+                else:
+                    entry[2].wait(_GIVE_WAY_CHECK_SECONDS if newer is not None else 1.0)
+        except BaseException:
+            with self._lock:
+                if entry in self._line:
+                    self._line.remove(entry)
+                    heapq.heapify(self._line)
+                    if self._line:
+                        self._line[0][2].set()
+            raise
 
 
 def bucket(qps: float, burst: int) -> TokenBucket | None:

@@ -92,6 +92,11 @@ class WorkQueue:
                 self._order.append(key)
                 self._cond.notify()
 
+    def dirty(self, key: Key) -> bool:
+        """True when `key` was added again since it was handed out: a newer reconcile is due."""
+        with self._cond:
+            return key in self._dirty
+
     def shut_down(self) -> None:
         with self._cond:
             self._shut = True
