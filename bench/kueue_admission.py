@@ -57,12 +57,15 @@ class PodsSeen(threading.Thread):
         listed = self.core.list_namespaced_pod(self.namespace)
         version = listed.metadata.resource_version
         self.ready.set()
-        for event in self._watch.stream(
-            self.core.list_namespaced_pod, self.namespace, resource_version=version, timeout_seconds=600
-        ):
-            job = (event["object"].metadata.labels or {}).get(self.label)
-            if job and job not in self.first:
-                self.first[job] = time.monotonic()
+        try:
+            for event in self._watch.stream(
+                self.core.list_namespaced_pod, self.namespace, resource_version=version, timeout_seconds=600
+            ):
+                job = (event["object"].metadata.labels or {}).get(self.label)
+                if job and job not in self.first:
+                    self.first[job] = time.monotonic()
+        except Exception:  # the stream cut by stop(): what it saw is kept
+            return
 
     def stop(self) -> None:
         self._watch.stop()
@@ -126,7 +129,8 @@ def main() -> int:
             latencies = submit(plane, system, namespace, args.jobs, args.every)
             if operator is not None:
                 operator.stop()
-            p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+            p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+            assert p50 is not None and p99 is not None
             results[system] = {"p50": p50, "p99": p99, "max": max(latencies)}
             log(f"{system}: create -> pod p50 {p50:.2f}s, p99 {p99:.2f}s, max {max(latencies):.2f}s")
     ours, job = results["ours"], results["job"]
