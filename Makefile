@@ -59,6 +59,7 @@ demo: setup ## train the example Keras model through the TI SDK in local mode (n
 
 bench: setup toolchain ## run the benchmarks (not part of make test)
 	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" nice -n 10 $(BIN)/python bench/control_plane.py $(BENCH_ARGS)
+	TI_TOOLCHAIN_BIN="$$(bash hack/toolchain.sh 2>/dev/null | tail -1)" nice -n 10 $(BIN)/python bench/kueue_admission.py
 
 chart-lint: setup toolchain ## helm lint --strict the chart, check its CRD copy, hadolint the Dockerfiles
 	"$$(bash hack/toolchain.sh 2>/dev/null | tail -1)/helm" lint --strict charts/ti-operator
