@@ -303,8 +303,10 @@ def test_kubectl_get_shows_the_printer_columns(control_plane: ControlPlane, ns: 
     assert header == ["NAME", "PHASE", "INSTANCES", "TYPE", "FRAMEWORK", "REASON", "AGE"]
     assert row[:6] == ["columns", "Failed", "4", "ML.GN8.3XLARGE112", "2.0.0", "BackoffLimitExceeded"]
     header, row = table("-o", "wide")
-    assert header == ["NAME", "PHASE", "INSTANCES", "TYPE", "FRAMEWORK", "REASON", "RESTARTS", "IMAGE", "AGE"]
-    assert row[6] == "3"
+    assert header == [
+        "NAME", "PHASE", "INSTANCES", "TYPE", "FRAMEWORK", "REASON", "RESTARTS", "QUEUE", "IMAGE", "AGE"
+    ]  # fmt: skip
+    assert row[6] == "3" and row[7] == "<none>"  # no Kueue queue: the label is not set
     # The short name and the "ti" category both find it.
     assert "columns" in control_plane.kubectl("get", "ti", "-n", ns).stdout
 

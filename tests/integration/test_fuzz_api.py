@@ -230,6 +230,9 @@ def cases(draw: st.DrawFn) -> Case:
             case.invalid[key] = c.why
     if case.spec.get("image", MISSING) is MISSING and case.spec.get("frameworkVersion", MISSING) is MISSING:
         case.refused["frameworkVersion"] = "neither frameworkVersion nor image"
+    if case.spec.get("image", MISSING) is not MISSING:
+        # An image of the user's own wins over frameworkVersion: a version with no preset is not used.
+        case.invalid.pop("frameworkVersion", None)
     return case
 
 

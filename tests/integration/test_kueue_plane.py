@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -27,6 +27,24 @@ from tests.support.kueue import (
 from tests.support.operator import KWOK_HANDS_OFF
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def frees_its_nodes(control_plane: ControlPlane, namespace: str) -> Iterator[None]:
+    """The kwok GPU nodes are shared by the whole tier (a later test counts on their 16 GPUs): a test
+    leaves none of its pods on them, not even while its namespace is being deleted."""
+    yield
+    control_plane.kubectl(
+        "delete", "jobs", "--all", "-n", namespace, "--wait=true", "--timeout=60s", check=False
+    )
+    control_plane.kubectl(
+        "delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", check=False
+    )
+    deadline = time.monotonic() + 60
+    while control_plane.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.strip():
+        assert time.monotonic() < deadline, "the test's pods never went away"
+        time.sleep(0.5)
+
 
 T = TypeVar("T")
 

@@ -21,7 +21,14 @@ def test_a_burst_at_three_requests_a_second_creates_every_pod_first_and_loses_no
 ) -> None:
     op = start_operator(TI_OPERATOR_QPS="3", TI_OPERATOR_BURST="3", TI_RESYNC_SECONDS="30")
     with ThreadPoolExecutor(len(JOBS)) as pool:
-        list(pool.map(lambda n: apply(control_plane, namespace, job_manifest(n, instanceCount=2)), JOBS))
+        list(
+            pool.map(
+                lambda n: apply(
+                    control_plane, namespace, job_manifest(n, instanceType="TI.S.LARGE.POST", instanceCount=2)
+                ),
+                JOBS,
+            )
+        )
     for name in JOBS:
         eventually(running_pods(control_plane, namespace, name, 2), f"{name}'s 2 pods", timeout=120)
     created = eventually(
