@@ -7,7 +7,6 @@ its namespace) and LocalQueue, with quota for what the test needs and no more.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from tests.support.jobs import (
     pods,
     running_pods,
 )
-from tests.support.kueue import FLAVOR_GPU, FLAVOR_LABELS, Kueue, Queue
+from tests.support.kueue import FLAVOR_GPU, FLAVOR_LABELS, Kueue, Queue, leave_no_pods
 from tests.support.operator import Kubelet
 from ti.catalog import default_catalog
 
@@ -38,19 +37,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(autouse=True)
 def frees_its_nodes(control_plane: ControlPlane, namespace: str) -> Iterator[None]:
-    """The kwok GPU nodes are shared by the whole tier (a later test counts on their 16 GPUs): a test
-    leaves none of its pods on them, not even while its namespace is being deleted."""
     yield
-    control_plane.kubectl(
-        "delete", "tftj", "--all", "-n", namespace, "--wait=true", "--timeout=60s", check=False
-    )
-    control_plane.kubectl(
-        "delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", check=False
-    )
-    deadline = time.monotonic() + 60
-    while control_plane.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.strip():
-        assert time.monotonic() < deadline, "the test's pods never went away"
-        time.sleep(0.5)
+    leave_no_pods(control_plane, namespace, "tftj")
 
 
 FAST = {"TI_RESYNC_SECONDS": "2", "TI_STOP_GRACE_SECONDS": "1"}

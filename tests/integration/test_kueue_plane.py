@@ -23,6 +23,7 @@ from tests.support.kueue import (
     FLAVOR_TOLERATIONS,
     QUEUE_LABEL,
     Kueue,
+    leave_no_pods,
 )
 from tests.support.operator import KWOK_HANDS_OFF
 
@@ -31,19 +32,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(autouse=True)
 def frees_its_nodes(control_plane: ControlPlane, namespace: str) -> Iterator[None]:
-    """The kwok GPU nodes are shared by the whole tier (a later test counts on their 16 GPUs): a test
-    leaves none of its pods on them, not even while its namespace is being deleted."""
     yield
-    control_plane.kubectl(
-        "delete", "jobs", "--all", "-n", namespace, "--wait=true", "--timeout=60s", check=False
-    )
-    control_plane.kubectl(
-        "delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", check=False
-    )
-    deadline = time.monotonic() + 60
-    while control_plane.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.strip():
-        assert time.monotonic() < deadline, "the test's pods never went away"
-        time.sleep(0.5)
+    leave_no_pods(control_plane, namespace, "jobs")
 
 
 T = TypeVar("T")

@@ -541,6 +541,18 @@ class Kueue:
             self.component.stop()
 
 
+def leave_no_pods(plane: ControlPlane, namespace: str, kind: str) -> None:
+    """Delete a test's `kind` objects and their pods, and wait for the pods to be gone: the kwok GPU
+    nodes are shared by the whole tier (a later test counts on their 16 GPUs), and a namespace being
+    deleted holds its pods' resources until the namespace controller gets to them."""
+    plane.kubectl("delete", kind, "--all", "-n", namespace, "--wait=true", "--timeout=60s", check=False)
+    plane.kubectl("delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", check=False)
+    deadline = time.monotonic() + 60
+    while plane.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.strip():
+        assert time.monotonic() < deadline, f"the pods in {namespace} never went away"
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def running_kueue(plane: ControlPlane) -> Iterator[Kueue]:
     k = Kueue(plane=plane, workdir=plane.workdir / "kueue")
