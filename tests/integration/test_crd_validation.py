@@ -289,9 +289,9 @@ def test_the_spec_is_frozen_except_suspend_stop_and_ttl(control_plane: ControlPl
 
 
 def test_kubectl_get_shows_the_printer_columns(control_plane: ControlPlane, ns: str) -> None:
-    control_plane.kubectl(
-        "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(job_manifest("columns", instanceCount=4))
-    )
+    manifest = job_manifest("columns", instanceCount=4)
+    manifest["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "main"}
+    control_plane.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
     status = {"phase": "Failed", "reason": "BackoffLimitExceeded", "restartCount": 3}
     patch_job(control_plane, ns, "columns", {"status": status}, "--subresource=status")
 
@@ -306,7 +306,7 @@ def test_kubectl_get_shows_the_printer_columns(control_plane: ControlPlane, ns: 
     assert header == [
         "NAME", "PHASE", "INSTANCES", "TYPE", "FRAMEWORK", "REASON", "RESTARTS", "QUEUE", "IMAGE", "AGE"
     ]  # fmt: skip
-    assert row[6] == "3" and row[7] == "<none>"  # no Kueue queue: the label is not set
+    assert row[6] == "3" and row[7] == "main"  # the Kueue LocalQueue, from the job's label
     # The short name and the "ti" category both find it.
     assert "columns" in control_plane.kubectl("get", "ti", "-n", ns).stdout
 
