@@ -120,7 +120,11 @@ def test_quota_for_one_job_holds_the_second_until_the_first_completes(
     # Kueue's own words, naming the LocalQueue: why there is no room.
     assert f"LocalQueue {queue.name}" in admitted["message"] and "quota" in admitted["message"], admitted
     assert pods(control_plane, namespace, "second") == []
-    assert queue.usage()[FLAVOR_GPU]["nvidia.com/gpu"] == str(2 * GPUS)
+    # The ClusterQueue's status is Kueue's summary, written a moment after its admissions.
+    gpus = str(2 * GPUS)
+    eventually(
+        lambda: queue.usage().get(FLAVOR_GPU, {}).get("nvidia.com/gpu") == gpus, "the first job's GPUs in use"
+    )
     printed = control_plane.kubectl("get", "tftj", "second", "-n", namespace, "-o", "wide").stdout
     assert "Queued" in printed and "WaitingForQuota" in printed and queue.name in printed
 
