@@ -297,9 +297,12 @@ def test_the_operator_killed_while_jobs_wait_and_while_kueue_preempts(
         created = [r for r in event_reasons(control_plane, namespace, name) if r == "Created"]
         status = job(control_plane, namespace, name)["status"]
         assert status["restartCount"] == 0
-        # One Created per admission: low was admitted twice, the others once. Pods are named per
-        # instance, so a duplicate could only be a second create of the same admission.
-        assert len(created) == (2 if name == "low" else 1), (
+        # At most one Created per admission: low was admitted twice, the others once. Pods are named
+        # per instance, so a duplicate could only be a second create of the same admission. Fewer is
+        # possible: Kueue may admit `high` before the second kill lands, and an operator killed
+        # between a pod create and its Event loses that Event (Events are best effort); the next
+        # operator finds the pods already there and creates nothing.
+        assert len(created) <= (2 if name == "low" else 1), (
             name,
             event_reasons(control_plane, namespace, name),
         )
