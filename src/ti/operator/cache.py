@@ -332,6 +332,10 @@ class Expectations:
             self._jobs.pop(key, None)
 
 
+# How long a reconcile waits for a namespace's first list of a kind it reads from a watch.
+SYNC_TIMEOUT_SECONDS = 60.0
+
+
 class Informer(threading.Thread):
     """List, then watch, one kind of object in one namespace with a label selector, into an
     ObjectStore; `on_change(key)` for every job whose objects changed. Raw JSON throughout.
@@ -356,6 +360,11 @@ class Informer(threading.Thread):
         self.stopped = threading.Event()
         self.resource_version: str | None = None
         self.relists = 0
+
+    def wait_synced(self) -> None:
+        """Block until the first list is in the store; a watch that never lists fails the reconcile."""
+        if not self.synced.wait(SYNC_TIMEOUT_SECONDS):
+            raise RuntimeError(f"the watch of {self.name} in {self.namespace} never listed")
 
     def run(self) -> None:
         failures = 0

@@ -69,8 +69,6 @@ _REFUSED = (400, 403, 422)
 # How soon a reconcile whose status write met a newer job (409) runs again; the newer job's own watch
 # event usually wakes it first.
 CONFLICT_RETRY_SECONDS = 1.0
-# How long a reconcile waits for a namespace's first pod and Service lists.
-SYNC_TIMEOUT_SECONDS = 60.0
 # No pod is created under a name whose previous holder left less than this long ago. A node agent
 # still finishing the old pod may act on it by name: kwok replays an old pod's deletion by name, 5-7 s
 # late on a loaded machine (measured in the fault suite), and so deleted the new pod of that name (a
@@ -82,10 +80,6 @@ NAME_REUSE_SECONDS = 10.0
 # them (after a restart the job list can be newer than the pod list), so they are confirmed on a
 # fresh list first.
 _CONFIRM = (EventReason.RESTARTING, EventReason.FAILED)
-
-
-def job_key(job: TFTrainingJob) -> Key:
-    return job.namespace, job.name
 
 
 class _Taken(Exception):
@@ -229,8 +223,7 @@ class Controller:
     def _synced(self, namespace: str) -> None:
         self.observe(namespace)
         for informer in self._informers[namespace]:
-            if not informer.synced.wait(SYNC_TIMEOUT_SECONDS):
-                raise RuntimeError(f"the watch of {informer.name} in {namespace} never listed")
+            informer.wait_synced()
 
     def _plan(self, job: TFTrainingJob, pods: list[dict[str, Any]]) -> Plan:
         ns, name = job.namespace, job.name
@@ -312,44 +305,53 @@ class Controller:
     def _apply(self, job: TFTrainingJob, p: Plan, pods: list[dict[str, Any]]) -> Plan:
         """Apply `p`; returns the plan applied in the end (another when the API server refused pods,
         or a requeue when the status write met a newer job). `pods` is what `p` was decided on."""
-        made: list[bool] = []
+        ns, name = job.namespace, job.name
+        made = False
         try:
-            return self._apply_steps(job, p, pods, made)
+            self.queues.create(job, p)
+            applied = p
+            try:
+                # Pods first: under a client rate limit their creates go before every other write
+                # (they never give way), and the Service is needed only once the containers start.
+                self._create_pods(job, p.create_pods)
+                made = bool(p.create_pods)
+                if p.create_service is not None:
+                    self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
+            except _Taken as err:
+                log.warning("%s/%s: %s", ns, name, err)
+                # Our own pod of another attempt: the cache lagged; look again once it has caught up.
+                # Someone else's: the job waits, saying why, as for any pod the API server refuses.
+                if err.ours:
+                    return Plan(requeue_after=WAIT_SECONDS)
+                applied = refused(job, str(err), self.clock(), self.config)
+            except ApiException as err:
+                if err.status not in _REFUSED:
+                    raise
+                # The status that says the pods exist must not be written: the job waits, saying why.
+                message = api_message(err)
+                log.warning("the API server refused the pods of %s/%s: %s", ns, name, message)
+                applied = refused(job, message, self.clock(), self.config)
+            return self._after_pods(job, applied, pods)
         except GaveWay:
             # Under a rate limit, a write still waiting for its token when the job changed again: the
             # newer reconcile (queued) starts over from what is true now. Pods created here exist
-            # whatever the status says; the next plan finds them and would never say so.
-            log.info("%s/%s changed while a write waited for its turn; planning again", *job_key(job))
-            if any(made):
-                for e in (e for e in p.events if e.reason == EventReason.CREATED):
-                    self._event(job, e)
+            # whatever the status says; the next plan finds them and would never say they were
+            # created, so their Event is recorded now.
+            log.info("%s/%s changed while a write waited for its turn; planning again", ns, name)
+            if made:
+                self._created_events(job, p)
             return Plan()
 
-    def _apply_steps(self, job: TFTrainingJob, p: Plan, pods: list[dict[str, Any]], made: list[bool]) -> Plan:
+    def _created_events(self, job: TFTrainingJob, p: Plan) -> list[Event]:
+        done = [e for e in p.events if e.reason == EventReason.CREATED] if p.create_pods else []
+        for e in done:
+            self._event(job, e)
+        return done
+
+    def _after_pods(self, job: TFTrainingJob, p: Plan, pods: list[dict[str, Any]]) -> Plan:
+        """The steps after the pods and Service: the status, deletions, the Workload, events."""
         ns, name = job.namespace, job.name
         key = (ns, name)
-        self.queues.create(job, p)
-        try:
-            # Pods first: under a client rate limit their creates go before every other write, and
-            # the Service is needed only once the pods' containers start (for TF_CONFIG's names).
-            self._create_pods(job, p.create_pods)
-            made.append(bool(p.create_pods))
-            if p.create_service is not None:
-                self._ignore(409, self.core.create_namespaced_service, ns, p.create_service)
-        except _Taken as err:
-            log.warning("%s/%s: %s", ns, name, err)
-            # Our own pod of another attempt: the cache lagged; look again once it has caught up.
-            # Someone else's: the job waits, saying why, as for any pod the API server refuses.
-            if err.ours:
-                return Plan(requeue_after=WAIT_SECONDS)
-            p = refused(job, str(err), self.clock(), self.config)
-        except ApiException as err:
-            if err.status not in _REFUSED:
-                raise
-            # The status that says the pods exist must not be written: the job waits, saying why.
-            message = api_message(err)
-            log.warning("the API server refused the pods of %s/%s: %s", ns, name, message)
-            p = refused(job, message, self.clock(), self.config)
         if p.status_patch is not None:
             # The resourceVersion the plan was computed from: if the job changed since (a user's
             # `kubectl patch`, a write the cache had not shown), the API server answers 409 instead of
@@ -372,9 +374,7 @@ class Controller:
                 log.info("status of %s/%s changed meanwhile; planning again", ns, name)
                 # The pods created above exist whatever the status says, and the next plan finds them
                 # already there: it would never say they were created. Their Event is recorded now.
-                done = [e for e in p.events if e.reason == EventReason.CREATED] if p.create_pods else []
-                for e in done:
-                    self._event(job, e)
+                done = self._created_events(job, p)
                 return dataclasses.replace(
                     p, delete_pods=[], events=done, delete_job=False, requeue_after=CONFLICT_RETRY_SECONDS
                 )

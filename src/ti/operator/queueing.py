@@ -50,9 +50,7 @@ class Queues:
         flavors = self.flavors()
         if flavors is None:
             return kueue.QueueState(available=False)
-        informer = self.watch(job.namespace)
-        if not informer.synced.wait(60.0):
-            raise RuntimeError(f"the watch of Kueue workloads in {job.namespace} never listed")
+        self.watch(job.namespace).wait_synced()
         name = kueue.workload_name(job)
         held = next(
             (w for w in self.workloads.of(job.namespace, job.name) if w["metadata"]["name"] == name), None
