@@ -93,6 +93,9 @@ LABEL_ATTEMPT = f"{GROUP}/attempt"
 # waits in, and the WorkloadPriorityClass that orders it there.
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+# On a job's Workload: the operator deactivated it for runPolicy.suspend, so it reactivates it when
+# the job is resumed (a Workload someone else deactivated stays so).
+ANNOTATION_SUSPENDED = f"{GROUP}/suspended"
 
 ROLE_WORKER = "worker"
 ROLE_PS = "ps"

@@ -110,6 +110,12 @@ class Reason(_Documented):
         "Queued: the job names a Kueue queue, but the API server does not serve Kueue's API "
         "(kueue.x-k8s.io/v1beta2). Install Kueue or remove the label; looked at again every 30 s.",
     )
+    PRIORITY_CLASS_NOT_FOUND = (
+        "PriorityClassNotFound",
+        "Queued: the label kueue.x-k8s.io/priority-class names a WorkloadPriorityClass that does not "
+        "exist. No Workload is made until it does, as with Kueue's own integrations; looked at again "
+        "every 10 s. Create the class, or remove the label to queue the job without a priority.",
+    )
     QUEUE_FINISHED = (
         "QueueFinished",
         "Failed: the job's Workload was marked Finished by someone else than the operator before the "
@@ -214,6 +220,10 @@ class KueueReason(_Documented):
     FAILED = "Failed", "Finished: written by the operator when the job Failed or was Stopped."
     PENDING = "Pending", "QuotaReserved False: written by the operator when it clears an evicted admission."
     NO_RESERVATION = "NoReservation", "Admitted False: the Workload holds no quota reservation."
+    DEACTIVATED = (
+        "Deactivated",
+        "Evicted: the Workload's spec.active is false (runPolicy.suspend, or by hand).",
+    )
 
 
 class Deletion(StrEnum):

@@ -236,3 +236,113 @@ def test_reading_a_workload() -> None:
         workload(j, ("QuotaReserved", "False", "Inadmissible", "LocalQueue main doesn't exist"))
     )
     assert w.state == "waiting" and w.message == "LocalQueue main doesn't exist" and not w.holds_quota
+
+
+def test_a_priority_class_that_does_not_exist_keeps_the_job_out_of_its_queue_saying_so() -> None:
+    j = queued_job(labels={kueue.PRIORITY_LABEL: "urgent"})
+    p = decide(j, [], 0, kueue.QueueState(missing_priority_class="urgent"))
+    assert p.create_workload is None and p.create_pods == []
+    assert p.status is not None and p.status.phase is Phase.QUEUED
+    assert p.status.reason == Reason.PRIORITY_CLASS_NOT_FOUND
+    admitted = p.status.condition(ConditionType.ADMITTED)
+    assert admitted is not None and admitted.status == ConditionStatus.FALSE
+    assert "WorkloadPriorityClass urgent" in admitted.message and kueue.PRIORITY_LABEL in admitted.message
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", EventReason.QUEUED)]
+    assert p.requeue_after == kueue.PRIORITY_CLASS_RETRY_SECONDS
+    # Said once; once the class exists, the Workload is made with its priority.
+    j = after(j, p)
+    assert decide(j, [], 5, kueue.QueueState(missing_priority_class="urgent")).events == []
+    made = decide(j, [], 10, kueue.QueueState(priority=50))
+    assert made.create_workload is not None and made.create_workload["spec"]["priority"] == 50
+
+
+def suspended(j: TFTrainingJob, on: bool) -> TFTrainingJob:
+    b = j.to_body()
+    b["spec"].setdefault("runPolicy", {})["suspend"] = on
+    return TFTrainingJob.from_body(b)
+
+
+def patched(wl: dict[str, Any], p: Plan) -> dict[str, Any]:
+    """`wl` after the plan's merge patch of it (annotations and spec.active)."""
+    assert p.workload_patch is not None
+    out = copy.deepcopy(wl)
+    notes = out["metadata"].setdefault("annotations", {})
+    for k, v in p.workload_patch["metadata"]["annotations"].items():
+        notes.pop(k, None) if v is None else notes.__setitem__(k, v)
+    out["spec"].update(p.workload_patch["spec"])
+    return out
+
+
+def test_a_suspended_job_deactivates_its_workload_gives_the_quota_back_and_resumes_in_line() -> None:
+    j = queued_job()
+    j = after(j, decide(j, [], 0, kueue.QueueState()))
+    running = [training(0), training(1)]
+    admitted_wl = workload(j, *ADMITTED, admitted=True)
+    j = after(j, decide(j, [], 1, kueue.QueueState(workload=admitted_wl)))
+    j = after(j, decide(j, running, 10, kueue.QueueState(workload=admitted_wl)))
+
+    j = suspended(j, True)
+    p = decide(j, running, 20, kueue.QueueState(workload=admitted_wl))
+    assert p.status is not None and p.status.phase is Phase.SUSPENDED
+    assert sorted(d.reason for d in p.delete_pods) == ["suspend", "suspend"]
+    assert p.workload == ("tftrainingjob-mnist-uid-1", "77")
+    inactive = patched(admitted_wl, p)
+    assert not kueue.active(inactive) and kueue.suspended_by_us(inactive)
+    admitted = p.status.condition(ConditionType.ADMITTED)
+    assert (
+        admitted is not None
+        and admitted.status == ConditionStatus.FALSE
+        and admitted.reason == Reason.SUSPENDED
+    )
+    j = after(j, p)
+
+    # Kueue evicts the inactive Workload; once the pods are gone the admission is cleared, not requeued.
+    deactivated = (*ADMITTED, ("Evicted", "True", "Deactivated", "The workload is deactivated"))
+    evicted = {
+        **workload(j, *deactivated, admitted=True),
+        "spec": inactive["spec"],
+        "metadata": inactive["metadata"],
+    }
+    assert decide(j, running, 21, kueue.QueueState(workload=evicted)).workload_status is None
+    gone = decide(j, [], 25, kueue.QueueState(workload=evicted))
+    assert gone.workload_patch is None, "deactivated once"
+    cleared = gone.workload_status
+    assert cleared is not None and cleared["admission"] is None
+    requeued = {c["type"]: c for c in cleared["conditions"]}["Requeued"]
+    assert requeued["status"] == "False" and requeued["reason"] == "Deactivated"
+
+    # Resumed: the operator reactivates the Workload, and the job waits in line with no pod.
+    quiet = dict(
+        evicted, status={**evicted["status"], "admission": None, "conditions": cleared["conditions"]}
+    )
+    j = suspended(j, False)
+    p = decide(j, [], 30, kueue.QueueState(workload=quiet))
+    assert p.create_pods == [] and p.status is not None and p.status.phase is Phase.QUEUED
+    assert p.status.reason == Reason.WAITING_FOR_QUOTA
+    active = patched(quiet, p)
+    assert kueue.active(active) and not kueue.suspended_by_us(active)
+    j = after(j, p)
+    # Reactivated, Evicted still True until Kueue admits it again: waiting, not evicted, and said once.
+    waiting = decide(j, [], 31, kueue.QueueState(workload=active))
+    assert waiting.workload_patch is None and waiting.events == []
+    assert waiting.status is None or waiting.status.reason == Reason.WAITING_FOR_QUOTA
+    again = decide(j, [], 40, kueue.QueueState(workload=workload(j, *ADMITTED, admitted=True)))
+    assert [m["metadata"]["labels"][contract.LABEL_ATTEMPT] for m in again.create_pods] == ["0", "0"]
+
+
+def test_a_workload_someone_else_deactivated_is_left_inactive() -> None:
+    j = queued_job()
+    j = after(j, decide(j, [], 0, kueue.QueueState()))
+    wl = workload(j, ("Evicted", "True", "Deactivated", "The workload is deactivated"))
+    wl["spec"]["active"] = False  # `kubectl patch workload ... active: false`, or Kueue's requeuing limit
+    p = decide(j, [], 1, kueue.QueueState(workload=wl))
+    assert p.workload_patch is None
+    assert p.status is not None and p.status.reason == Reason.EVICTED_BY_QUEUE
+    assert p.create_pods == []
+
+
+def test_a_suspended_job_that_never_got_a_workload_has_nothing_to_give_back() -> None:
+    j = suspended(queued_job(), True)
+    p = decide(j, [], 0, kueue.QueueState())
+    assert p.status is not None and p.status.phase is Phase.SUSPENDED
+    assert p.create_workload is None and p.workload_patch is None and p.workload_status is None

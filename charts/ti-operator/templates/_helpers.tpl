@@ -149,10 +149,11 @@ derives them from the code's calls and fails on a rule not used or a call not gr
   resources: ["events"]
   verbs: ["create"]
 # Kueue: a job labelled kueue.x-k8s.io/queue-name gets a Workload the operator creates and watches
-# (by its job label); it marks it Finished when the job ends and clears an evicted admission.
+# (by its job label) and deactivates while the job is suspended; it marks it Finished when the job
+# ends and clears an evicted admission.
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads"]
-  verbs: ["list", "watch", "create"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads/status"]
   verbs: ["patch"]

@@ -172,8 +172,9 @@ class RunPolicy(SpecModel):
         default=False,
         description=(
             "true deletes the job's pods and keeps the job (phase Suspended); false again recreates "
-            "them. Kueue does not use it: a job labelled kueue.x-k8s.io/queue-name waits in phase "
-            "Queued until Kueue admits its Workload."
+            "them. On a job labelled kueue.x-k8s.io/queue-name it also deactivates the job's Workload, "
+            "giving its quota back, and false puts the job back in its queue. Kueue never sets it: a "
+            "queued job waits in phase Queued until Kueue admits its Workload."
         ),
     )
     stop: bool = Field(

@@ -308,7 +308,7 @@ class Controller:
         ns, name = job.namespace, job.name
         made = False
         try:
-            self.queues.create(job, p)
+            self.queues.write(job, p)
             applied = p
             try:
                 # Pods first: under a client rate limit their creates go before every other write

@@ -17,7 +17,10 @@ The protocol, as Kueue's jobframework reconciler speaks it:
   once none is left the operator clears the admission (QuotaReserved False, Requeued), which gives
   the quota back and puts the Workload back in its queue. An eviction is not a failure: it never
   counts against runPolicy.backoffLimit, and the same attempt runs again when Kueue admits it again;
-- a finished job marks its Workload Finished, which releases the quota at once.
+- a finished job marks its Workload Finished, which releases the quota at once;
+- a job suspended (runPolicy.suspend) deactivates its Workload (spec.active false), as Kueue's own
+  integrations do for a stopped job: Kueue evicts it, the pods go, and the quota is given back as
+  after any eviction. Resumed, the operator reactivates the Workload, and Kueue queues it again.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ QUOTA_RESERVED, ADMITTED, EVICTED, FINISHED, REQUEUED = (
 _REQUEUED_EVICTIONS = (KueueReason.PREEMPTED, KueueReason.NODE_FAILURES)
 # How soon a job whose queue cannot be reached (Kueue not installed) is looked at again.
 UNAVAILABLE_RETRY_SECONDS = 30.0
+# How soon a job whose WorkloadPriorityClass does not exist is looked at again (its creation wakes
+# nothing of ours).
+PRIORITY_CLASS_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class QueueState:
     workload: Mapping[str, Any] | None = None
     flavors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ResourceFlavors by name
     priority: int | None = None  # the value of the job's WorkloadPriorityClass, if it names one
+    missing_priority_class: str | None = None  # the class the job's label names, when it does not exist
 
 
 def queue_name(job: TFTrainingJob) -> str | None:
@@ -113,7 +120,11 @@ def read_workload(workload: Mapping[str, Any] | None) -> Admission:
 
     if _true(conditions.get(FINISHED)):
         return Admission("finished", *said(FINISHED), **common)  # type: ignore[arg-type]
-    if _true(conditions.get(EVICTED)):
+    evicted = conditions.get(EVICTED) or {}
+    # Reactivated after a deactivation, its admission cleared, a Workload is back in line: Kueue
+    # clears Evicted only once it admits the Workload again.
+    back_in_line = evicted.get("reason") == KueueReason.DEACTIVATED and active(workload) and not admission
+    if _true(evicted) and not back_in_line:
         return Admission("evicted", *said(EVICTED), **common)  # type: ignore[arg-type]
     if _true(conditions.get(ADMITTED)) and admission:
         return Admission("admitted", *said(ADMITTED), **common)  # type: ignore[arg-type]
@@ -121,7 +132,27 @@ def read_workload(workload: Mapping[str, Any] | None) -> Admission:
     reason, message = said(QUOTA_RESERVED)
     if _true(conditions.get(QUOTA_RESERVED)):
         reason, message = said(ADMITTED)  # quota reserved, admission checks pending
+    elif back_in_line and message == evicted.get("message"):
+        reason, message = None, None  # the eviction's words, copied by requeue_patch: not why it waits
     return Admission("waiting", reason, message, **common)  # type: ignore[arg-type]
+
+
+def active(workload: Mapping[str, Any]) -> bool:
+    """Kueue's spec.active: false takes the Workload out of its queue (and evicts it if admitted)."""
+    return (workload.get("spec") or {}).get("active") is not False
+
+
+def suspended_by_us(workload: Mapping[str, Any]) -> bool:
+    annotations = (workload.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(contract.ANNOTATION_SUSPENDED) == "true"
+
+
+def activation_patch(on: bool) -> dict[str, Any]:
+    """The merge patch that (de)activates a suspended or resumed job's Workload, saying it was us."""
+    return {
+        "metadata": {"annotations": {contract.ANNOTATION_SUSPENDED: None if on else "true"}},
+        "spec": {"active": on},
+    }
 
 
 def workload(job: TFTrainingJob, pods: list[dict[str, Any]], priority: int | None) -> dict[str, Any]:

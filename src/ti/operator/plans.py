@@ -52,9 +52,11 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     delete_job: bool = False
     requeue_after: float | None = None
-    # A job in a Kueue queue (`ti.operator.kueue`): its Workload to create, or a merge patch of the
-    # Workload's status, written with the resourceVersion it was computed from.
+    # A job in a Kueue queue (`ti.operator.kueue`): its Workload to create, a merge patch of the
+    # Workload (its spec.active), or one of its status, written with the resourceVersion it was
+    # computed from.
     create_workload: dict[str, Any] | None = None
+    workload_patch: dict[str, Any] | None = None
     workload_status: dict[str, Any] | None = None
     workload: tuple[str, str | None] | None = None  # (name, resourceVersion) workload_status is for
 
@@ -68,6 +70,7 @@ class Plan:
             or self.status_patch
             or self.delete_job
             or self.create_workload
+            or self.workload_patch
             or self.workload_status
         )
 

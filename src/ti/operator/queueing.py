@@ -42,7 +42,7 @@ class Queues:
         self._informers: dict[str, Informer] = {}
         self._lock = threading.Lock()
         self._flavors: tuple[float, dict[str, dict[str, Any]] | None] = (-KEEP_SECONDS, None)
-        self._priorities: dict[str, tuple[float, int | None]] = {}
+        self._priorities: dict[str, tuple[float, int]] = {}
 
     def state(self, job: TFTrainingJob) -> kueue.QueueState:
         """What the planner needs of a queued job: is Kueue there, the job's Workload, the flavors (when
@@ -55,8 +55,14 @@ class Queues:
         held = next(
             (w for w in self.workloads.of(job.namespace, job.name) if w["metadata"]["name"] == name), None
         )
-        priority = self.priority(job) if held is None else None
-        return kueue.QueueState(workload=held, flavors=flavors, priority=priority)
+        priority, missing = None, None
+        if held is None:  # the priority is the Workload's to keep once it exists
+            priority = self.priority(job)
+            named = job.metadata.labels.get(kueue.PRIORITY_LABEL)
+            missing = named if named and priority is None else None
+        return kueue.QueueState(
+            workload=held, flavors=flavors, priority=priority, missing_priority_class=missing
+        )
 
     def watch(self, namespace: str) -> Informer:
         with self._lock:
@@ -98,40 +104,53 @@ class Queues:
         return known
 
     def priority(self, job: TFTrainingJob) -> int | None:
-        """The value of the WorkloadPriorityClass the job's label names (None: no label, no class)."""
+        """The value of the WorkloadPriorityClass the job's label names (None: no label, no class).
+        Only a class found is kept: one the job waits for is looked for again at its next reconcile."""
         name = job.metadata.labels.get(kueue.PRIORITY_LABEL)
         if not name:
             return None
-        at, value = self._priorities.get(name, (-KEEP_SECONDS, None))
+        at, value = self._priorities.get(name, (-KEEP_SECONDS, 0))
         if time.monotonic() - at < KEEP_SECONDS:
             return value
         try:
             found: Any = self.custom.get_cluster_custom_object(
                 kueue.GROUP, kueue.VERSION, kueue.PRIORITY_CLASSES, name
             )
-            value = int(found.get("value") or 0)
         except ApiException as err:
             if err.status != 404:
                 raise
-            log.warning(
-                "%s/%s names WorkloadPriorityClass %s, which does not exist", job.namespace, job.name, name
-            )
-            value = None
+            return None
+        value = int(found.get("value") or 0)
         self._priorities[name] = (time.monotonic(), value)
         return value
 
     # -- writes, in the order the plan's other steps leave for them ---------------------------------
 
-    def create(self, job: TFTrainingJob, p: Plan) -> None:
-        if p.create_workload is None:
-            return
-        try:
-            self.custom.create_namespaced_custom_object(
-                kueue.GROUP, kueue.VERSION, job.namespace, kueue.WORKLOADS, p.create_workload
-            )
-        except ApiException as err:
-            if err.status != 409:  # created by an earlier reconcile; the cache will show it
-                raise
+    def write(self, job: TFTrainingJob, p: Plan) -> None:
+        """Create the Workload, or patch it ((de)activate it): before the pods and the job's status."""
+        if p.create_workload is not None:
+            try:
+                self.custom.create_namespaced_custom_object(
+                    kueue.GROUP, kueue.VERSION, job.namespace, kueue.WORKLOADS, p.create_workload
+                )
+            except ApiException as err:
+                if err.status != 409:  # created by an earlier reconcile; the cache will show it
+                    raise
+        if p.workload_patch is not None and p.workload is not None:
+            try:
+                written: Any = self.custom.patch_namespaced_custom_object(
+                    kueue.GROUP,
+                    kueue.VERSION,
+                    job.namespace,
+                    kueue.WORKLOADS,
+                    p.workload[0],
+                    p.workload_patch,
+                )
+            except ApiException as err:
+                if err.status != 404:  # gone: the job's next reconcile makes another if it needs one
+                    raise
+                return
+            self.workloads.upsert(job.namespace, slim(written))
 
     def write_status(self, job: TFTrainingJob, p: Plan) -> bool:
         """Patch the Workload's status; False when Kueue changed it meanwhile (plan again)."""

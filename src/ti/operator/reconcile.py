@@ -98,6 +98,7 @@ class _Decision:
         self.config = config
         self.queue = queue
         self.create_workload: dict[str, Any] | None = None
+        self.workload_patch: dict[str, Any] | None = None
         self.workload_status: dict[str, Any] | None = None
         self.admission: kueue.Admission | None = None
         self.old = job.status or TFTrainingJobStatus()
@@ -133,6 +134,8 @@ class _Decision:
             return
         if policy.suspend:
             self.suspend(mine)
+            if self.queue is not None:
+                self.deactivate(mine, self.queue)
             return
         if self.queue is not None:
             if not self.admitted(mine, rendered.pods, self.queue):
@@ -278,7 +281,25 @@ class _Decision:
             )
             self.requeue.append(kueue.UNAVAILABLE_RETRY_SECONDS)
             return False
+        if q.workload is not None and not kueue.active(q.workload) and kueue.suspended_by_us(q.workload):
+            # Resumed from runPolicy.suspend: back in line (a Workload someone else deactivated waits
+            # for them, as evicted).
+            self.workload_patch = kueue.activation_patch(True)
+            self.wait_in_queue(
+                mine, Reason.WAITING_FOR_QUOTA, f"waiting in LocalQueue {name} for Kueue to admit it"
+            )
+            return False
         a = kueue.read_workload(q.workload)
+        if a.state == "missing" and q.missing_priority_class:
+            self.wait_in_queue(
+                mine,
+                Reason.PRIORITY_CLASS_NOT_FOUND,
+                f"the label {kueue.PRIORITY_LABEL} names WorkloadPriorityClass {q.missing_priority_class}, "
+                f"which does not exist: create it, or remove the label; the job joins LocalQueue {name} "
+                "once one of them is done",
+            )
+            self.requeue.append(kueue.PRIORITY_CLASS_RETRY_SECONDS)
+            return False
         if a.state == "missing":
             self.create_workload = kueue.workload(self.job, pods, q.priority)
             self.wait_in_queue(
@@ -307,6 +328,24 @@ class _Decision:
         self.admission = a
         return True
 
+    def deactivate(self, mine: list[Mapping[str, Any]], q: kueue.QueueState) -> None:
+        """A suspended job gives its quota back: its Workload is deactivated, so Kueue evicts it and
+        admits others, and once its pods are gone the admission is cleared as after any eviction."""
+        if not q.available or q.workload is None:
+            return  # nothing held
+        if kueue.active(q.workload):
+            self.workload_patch = kueue.activation_patch(False)
+        a = kueue.read_workload(q.workload)
+        if a.state == "evicted" and a.holds_quota and not _live(mine):
+            self.workload_status = kueue.requeue_patch(q.workload, a, self.now)
+        admitted = self.new.condition(ConditionType.ADMITTED)
+        if admitted is not None and admitted.status == ConditionStatus.TRUE:
+            st.set_condition(
+                self.new, ConditionType.ADMITTED, False, reason=Reason.SUSPENDED,
+                message="runPolicy.suspend is true: its Workload is deactivated and its quota given back",
+                now=self.now, generation=self.job.metadata.generation,
+            )  # fmt: skip
+
     def wait_in_queue(self, mine: list[Mapping[str, Any]], reason: Reason, message: str) -> None:
         self.delete(mine, Deletion.QUEUE, graceful=True)
         self.to(Phase.QUEUED, reason=reason, message=message)
@@ -319,7 +358,9 @@ class _Decision:
             if reason == Reason.EVICTED_BY_QUEUE:
                 self.event("Warning", EventReason.EVICTED_BY_QUEUE, message, status_reason=reason)
             else:
-                self.event("Normal", EventReason.QUEUED, message, status_reason=reason)
+                # A wait that the user must end is a Warning; Kueue's quota ends the others.
+                user = reason == Reason.PRIORITY_CLASS_NOT_FOUND
+                self.event("Warning" if user else "Normal", EventReason.QUEUED, message, status_reason=reason)
         if mine:
             self.requeue.append(WAIT_SECONDS)
 
@@ -476,6 +517,7 @@ class _Decision:
             delete_job=self.delete_job,
             requeue_after=min(waits) if waits else None,
             create_workload=self.create_workload,
+            workload_patch=self.workload_patch,
             workload_status=self.workload_status,
             workload=_workload_ref(self.queue),
         )
