@@ -74,6 +74,7 @@ from tests.support.controlplane import (  # noqa: E402
     kwok_node,
     running_control_plane,
 )
+from tests.support.pki import write_serving  # noqa: E402
 from ti.api import TFTrainingJob  # noqa: E402
 from ti.catalog import load_catalog  # noqa: E402
 from ti.operator.render import render  # noqa: E402
@@ -155,33 +156,8 @@ def write_webhook_certs() -> None:
     """A serving certificate for the training-operator's webhook server. Out of a cluster nothing mounts
     its Secret, and its cert rotator waits for these files; the API server never calls the webhook (no
     ValidatingWebhookConfiguration is registered), so TFJobs are checked by the CRD schema only."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "training-operator.kubeflow.svc")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("training-operator.kubeflow.svc")]), False)
-        .sign(key, hashes.SHA256())
-    )
-    WEBHOOK_CERT_DIR.mkdir(parents=True, exist_ok=True)
-    (WEBHOOK_CERT_DIR / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (WEBHOOK_CERT_DIR / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+    write_serving(
+        WEBHOOK_CERT_DIR, "ti-bench-ca", "training-operator.kubeflow.svc", ["training-operator.kubeflow.svc"]
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ from tests.support.kueue import FLAVOR_GPU, FLAVOR_LABELS, Kueue, Queue, leave_n
 from tests.support.operator import Kubelet
 from ti.catalog import default_catalog
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator_logs_stay_clean")]
 
 
 @pytest.fixture(autouse=True)
@@ -48,16 +47,6 @@ GPU_TYPE = "ML.GN8.3XLARGE112"  # 2 GPUs an instance
 CPU_TYPE = "TI.S.LARGE.POST"
 GPUS = default_catalog().instance_type(GPU_TYPE).gpus
 ORDER = ["Starting", "Downloading", "Training", "Uploading", "Completed"]
-
-
-@pytest.fixture(autouse=True)
-def operator_logs_stay_clean(tmp_path: Path) -> Iterator[None]:
-    yield
-    for log in sorted(tmp_path.glob("operator-*.log")):
-        text = log.read_text(errors="replace")
-        assert "Traceback" not in text, (
-            f"{log.name} has a traceback:\n{text[text.index('Traceback') - 2000 :]}"
-        )
 
 
 def one_gpu_job_of_quota(kueue: Kueue, namespace: str, **kw: Any) -> Queue:
@@ -307,3 +296,61 @@ def test_the_operator_killed_while_jobs_wait_and_while_kueue_preempts(
             event_reasons(control_plane, namespace, name),
         )
     eventually(lambda: queue.usage() == {}, "quota released")
+
+
+def test_suspending_a_running_queued_job_gives_its_quota_to_the_next_and_resuming_puts_it_back_in_line(
+    control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet, kueue: Kueue
+) -> None:
+    queue = one_gpu_job_of_quota(kueue, namespace)
+    start_operator(**FAST)
+    apply(control_plane, namespace, queued("first", queue.name))
+    eventually(running_pods(control_plane, namespace, "first", 2), "first's pods running")
+    apply(control_plane, namespace, queued("second", queue.name))
+    eventually(queued_with(control_plane, namespace, "second", "WaitingForQuota"), "second waiting")
+
+    patch_job(control_plane, namespace, "first", {"spec": {"runPolicy": {"suspend": True}}})
+    eventually(phase_is(control_plane, namespace, "first", "Suspended"), "first Suspended")
+    # Its Workload is deactivated and its quota given back: the job that waited runs.
+    eventually(running_pods(control_plane, namespace, "second", 2), "second's pods on first's quota")
+    assert pods(control_plane, namespace, "first") == []
+    wl = workload_of(kueue, namespace, "first")
+    assert wl is not None and wl["spec"]["active"] is False
+    admitted = condition(job(control_plane, namespace, "first")["status"], "Admitted")
+    assert admitted is not None and admitted["status"] == "False" and admitted["reason"] == "Suspended"
+
+    patch_job(control_plane, namespace, "first", {"spec": {"runPolicy": {"suspend": False}}})
+    eventually(queued_with(control_plane, namespace, "first", "WaitingForQuota"), "first back in line")
+    eventually(
+        lambda: (workload_of(kueue, namespace, "first") or {}).get("spec", {}).get("active"), "reactivated"
+    )
+    assert pods(control_plane, namespace, "first") == [], "no quota is free while second runs"
+    complete(control_plane, kubelet, namespace, "second")
+    eventually(running_pods(control_plane, namespace, "first", 2, 0), "first's pods again, attempt 0")
+    status = complete(control_plane, kubelet, namespace, "first")
+    assert status["restartCount"] == 0
+    eventually(lambda: queue.usage() == {}, "quota released")
+
+
+def test_a_job_naming_a_missing_priority_class_waits_naming_it_and_is_queued_once_it_exists(
+    control_plane: ControlPlane, namespace: str, start_operator, kueue: Kueue
+) -> None:
+    queue = one_gpu_job_of_quota(kueue, namespace)
+    start_operator(**FAST)
+    missing = f"later-{namespace}"[:63].rstrip("-")
+    apply(control_plane, namespace, queued("early", queue.name, missing))
+    status = eventually(
+        queued_with(control_plane, namespace, "early", "PriorityClassNotFound"), "early waiting for its class"
+    )
+    admitted = condition(status, "Admitted")
+    assert admitted is not None and f"WorkloadPriorityClass {missing}" in admitted["message"]
+    assert workload_of(kueue, namespace, "early") is None, "no Workload until the class exists"
+    assert "Queued" in event_reasons(control_plane, namespace, "early")
+    try:
+        kueue.priority_class(missing, 500)
+        eventually(running_pods(control_plane, namespace, "early", 2), "early's pods once its class exists")
+        wl = workload_of(kueue, namespace, "early")
+        assert wl is not None and wl["spec"]["priority"] == 500
+    finally:
+        control_plane.kubectl(
+            "delete", "workloadpriorityclasses.kueue.x-k8s.io", missing, "--ignore-not-found"
+        )

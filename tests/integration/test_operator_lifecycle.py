@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,9 @@ from tests.support.jobs import (
 )
 from tests.support.operator import Kubelet
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator_logs_stay_clean")]
 
 FAST = {"TI_RESYNC_SECONDS": "2", "TI_STOP_GRACE_SECONDS": "1"}
-
-
-@pytest.fixture(autouse=True)
-def operator_logs_stay_clean(tmp_path: Path) -> Iterator[None]:
-    """Whatever a scenario does, the operator never fails a reconcile with a traceback."""
-    yield
-    for log in sorted(tmp_path.glob("operator-*.log")):
-        text = log.read_text(errors="replace")
-        assert "Traceback" not in text, (
-            f"{log.name} has a traceback:\n{text[text.index('Traceback') - 2000 :]}"
-        )
 
 
 def uids(found: list[dict[str, Any]]) -> dict[str, str]:

@@ -26,7 +26,7 @@ from tests.support.jobs import (
     pods,
     running_pods,
 )
-from tests.support.operator import Kubelet
+from tests.support.operator import Kubelet, assert_logs_clean
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +52,7 @@ def operator_logs_stay_clean(control_plane: ControlPlane, namespace: str, tmp_pa
         control_plane.kubectl(
             "delete", *out, "-n", namespace, "--grace-period=0", "--force", "--wait=false", check=False
         )
-    for log in sorted(tmp_path.glob("operator-*.log")):
-        text = log.read_text(errors="replace")
-        assert "Traceback" not in text, (
-            f"{log.name} has a traceback:\n{text[text.index('Traceback') - 2000 :]}"
-        )
+    assert_logs_clean(tmp_path)
 
 
 def now() -> str:

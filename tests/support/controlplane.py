@@ -8,9 +8,7 @@ component does not become ready, the fixture fails: a tier that cannot start its
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
-import ipaddress
 import os
 import shutil
 import signal
@@ -28,6 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+
+from tests.support.pki import Authority, new_key, write_cert, write_key
 
 REPO = Path(__file__).resolve().parents[2]
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -55,103 +56,28 @@ def free_port() -> int:
 
 
 def _write_pki(pki: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    ca = Authority("ti-operator-test-ca")
+    ca.write(pki, "ca")
 
-    def key() -> rsa.RSAPrivateKey:
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    def issue(name: str, cn: str, org: str | None = None, **server: list[str]) -> None:
+        cert, key = ca.issue(cn, org=org, **server)
+        write_cert(cert, pki / f"{name}.crt")
+        write_key(key, pki / f"{name}.key")
 
-    def save_key(k: rsa.RSAPrivateKey, name: str) -> None:
-        (pki / name).write_bytes(
-            k.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    ca_key = key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ti-operator-test-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+    issue(
+        "apiserver",
+        "kube-apiserver",
+        dns=["localhost", "kubernetes.default.svc"],
+        ips=["127.0.0.1", "10.0.0.1"],
     )
-    (pki / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    save_key(ca_key, "ca.key")
+    issue("admin", "ti-test-admin", "system:masters")
+    issue("controller-manager", "system:kube-controller-manager")
+    issue("scheduler", "system:kube-scheduler")
+    issue("kwok", "kwok-controller", "system:masters")
+    issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
 
-    def issue(name: str, cn: str, org: str | None, server: bool) -> None:
-        k = key()
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(ca_name)
-            .public_key(k.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [
-                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
-                        if server
-                        else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
-                    ]
-                ),
-                critical=False,
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-        cert = builder.sign(ca_key, hashes.SHA256())
-        (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        save_key(k, f"{name}.key")
-
-    issue("apiserver", "kube-apiserver", None, server=True)
-    issue("admin", "ti-test-admin", "system:masters", server=False)
-    issue("controller-manager", "system:kube-controller-manager", None, server=False)
-    issue("scheduler", "system:kube-scheduler", None, server=False)
-    issue("kwok", "kwok-controller", "system:masters", server=False)
-    issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters", server=False)
-
-    sa = key()
-    save_key(sa, "sa.key")
+    sa = new_key()
+    write_key(sa, pki / "sa.key")
     (pki / "sa.pub").write_bytes(
         sa.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import re
 import subprocess
@@ -64,6 +62,7 @@ from tests.support.controlplane import (
     free_port,
     toolchain_bin,
 )
+from tests.support.pki import write_serving
 
 NAMESPACE = "kueue-system"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -125,74 +124,6 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
         if c.get("type") == kind:
             return dict(c)
     return None
-
-
-# ---- certificates ---------------------------------------------------------------------------------
-
-
-def _write_serving_pki(certs: Path) -> None:
-    """ca.crt, and tls.crt/tls.key for 127.0.0.1 and localhost signed by it (controller-runtime's names)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ti-test-kueue-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kueue-webhook")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    certs.mkdir(parents=True, exist_ok=True)
-    (certs / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (certs / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (certs / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 # ---- manifests ------------------------------------------------------------------------------------
@@ -437,7 +368,7 @@ class Kueue:
                 "(hack/toolchain.sh) to build it and copy its manifests"
             )
         self.workdir.mkdir(parents=True)
-        _write_serving_pki(self.certs)
+        write_serving(self.certs, "ti-test-kueue-ca", "kueue-webhook", ["localhost"], ["127.0.0.1"])
         ca_bundle = base64.b64encode((self.certs / "ca.crt").read_bytes()).decode()
         self.ports = {n: free_port() for n in ("webhook", "health", "metrics")}
 

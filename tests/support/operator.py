@@ -104,6 +104,23 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def assert_logs_clean(folder: Path) -> None:
+    """No operator log of a test (`operator-*.log` in its tmp_path) has a traceback."""
+    for log in sorted(folder.glob("operator-*.log")):
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text, (
+            f"{log.name} has a traceback:\n{text[text.index('Traceback') - 2000 :]}"
+        )
+
+
+@pytest.fixture
+def operator_logs_stay_clean(tmp_path: Path) -> Iterator[None]:
+    """Whatever a scenario does, the operator never fails a reconcile with a traceback. A module opts in
+    with `pytest.mark.usefixtures("operator_logs_stay_clean")`."""
+    yield
+    assert_logs_clean(tmp_path)
+
+
 @pytest.fixture
 def start_operator(
     control_plane: ControlPlane, crd: Path, namespace: str, tmp_path: Path
