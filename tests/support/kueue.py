@@ -269,6 +269,9 @@ class Kueue:
     component: Component | None = None
     queues: list[Queue] = field(default_factory=list)
     startup_seconds: float = 0.0
+    # The folders of METRICS_CERT_PATH that the mount made on the host (a mkdir is not namespaced):
+    # removed again when Kueue stops.
+    made: list[Path] = field(default_factory=list)
 
     @property
     def certs(self) -> Path:
@@ -384,6 +387,11 @@ class Kueue:
         self.config_file.write_text(yaml.safe_dump(self.configuration()))
 
         # Kueue reads the metrics certificate from a fixed path: a private bind mount of our certs there.
+        self.made = [
+            d
+            for d in (*reversed(Path(METRICS_CERT_PATH).parents[:-2]), Path(METRICS_CERT_PATH))
+            if not d.exists()
+        ]
         script = f'mkdir -p {METRICS_CERT_PATH} && mount --bind "$0" {METRICS_CERT_PATH} && exec "$@"'
         # The admin kubeconfig: ctrl.GetConfigOrDie reads $KUBECONFIG. env, unshare and sh each exec the
         # next, so the process Component starts (and kills with the test runner) is Kueue itself.
@@ -470,6 +478,9 @@ class Kueue:
                 p.kubectl("delete", kind, WEBHOOK_PREFIX + doc, "--ignore-not-found", check=False)
         if self.component is not None:
             self.component.stop()
+        for folder in reversed(self.made):
+            with contextlib.suppress(OSError):  # not empty: someone else put something there
+                folder.rmdir()
 
 
 def leave_no_pods(plane: ControlPlane, namespace: str, kind: str) -> None:

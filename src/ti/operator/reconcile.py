@@ -497,9 +497,9 @@ class _Decision:
 
     def transition_events(self) -> None:
         if self.old.phase == Phase.SUSPENDED and self.new.phase not in (Phase.SUSPENDED, None):
-            self.events.insert(
-                0, Event("Normal", EventReason.RESUMED, "runPolicy.suspend is false: recreating the pods")
-            )
+            queue = kueue.queue_name(self.job) if self.queue is not None else None
+            then = f"back in LocalQueue {queue}" if queue else "recreating the pods"
+            self.events.insert(0, Event("Normal", EventReason.RESUMED, f"runPolicy.suspend is false: {then}"))
 
     def plan(self) -> Plan:
         self.transition_events()
