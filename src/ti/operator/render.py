@@ -70,10 +70,7 @@ def render(
     local-mode type when `cluster` is true. `now` with status.startTime shortens the pods'
     activeDeadlineSeconds to the max run time left.
     """
-    itype = catalog.instance_type(job.spec.instance_type, cluster=cluster)
-    image = catalog.training_image(
-        image=job.spec.image, framework_version=job.spec.framework_version, gpu=itype.gpus > 0
-    )
+    itype, image = check(job, catalog, cluster=cluster)
     instances = [_instance(job, ref) for ref in job.instances()]
     toolkit_image = config.toolkit_image or catalog.toolkit_image
     pods = [_pod(job, inst, itype, image, toolkit_image, config, attempt, now) for inst in instances]
@@ -84,6 +81,15 @@ def render(
         image=image,
         instance_type=itype,
     )
+
+
+def check(job: TFTrainingJob, catalog: Catalog, *, cluster: bool = True) -> tuple[InstanceType, str]:
+    """The instance type and training image of `job`; raises `CatalogError` as `render` would."""
+    itype = catalog.instance_type(job.spec.instance_type, cluster=cluster)
+    image = catalog.training_image(
+        image=job.spec.image, framework_version=job.spec.framework_version, gpu=itype.gpus > 0
+    )
+    return itype, image
 
 
 def address(job: TFTrainingJob, name: str) -> str:

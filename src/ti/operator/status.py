@@ -228,7 +228,7 @@ def transition(
     message: str | None = None,
 ) -> TFTrainingJobStatus:
     """A copy of `old` in `phase`, with conditions, times and reasons made consistent with it."""
-    st = (old or TFTrainingJobStatus()).model_copy(deep=True)
+    st = (old or TFTrainingJobStatus()).copy_to_change()
     st.phase = phase
     st.reason = reason
     st.observed_generation = generation
@@ -353,7 +353,7 @@ def derive_status(
     verdict = judge(job, reports, now, previous=old.instances)
     kw: dict[str, Any] = {"now": now, "generation": generation}
 
-    base = old.model_copy(deep=True)
+    base = old.copy_to_change()
     base.restart_count = attempt
     base.start_time = start_time(job, reports)
     base.instances = instance_statuses(job, reports, attempt)
