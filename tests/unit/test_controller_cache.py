@@ -56,8 +56,8 @@ class FakeCore:
     def create_namespaced_service(self, namespace: str, svc: dict[str, Any]) -> None:
         self.calls.append(("create-service", svc["metadata"]["name"]))
 
-    def delete_namespaced_pod(self, name: str, namespace: str, body: client.V1DeleteOptions) -> None:
-        self.calls.append(("delete", (name, body.preconditions.uid if body.preconditions else None)))
+    def delete_namespaced_pod(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+        self.calls.append(("delete", (name, (body.get("preconditions") or {}).get("uid"))))
         if self.delete_error is not None:
             raise self.delete_error
 
@@ -69,8 +69,8 @@ class FakeCore:
         self.calls.append(("get", name))
         return Raw(self.pods[name])
 
-    def create_namespaced_event(self, namespace: str, event: Any) -> None:
-        self.calls.append(("event", event.reason))
+    def create_namespaced_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.calls.append(("event", event["reason"]))
 
 
 class FakeCustom:

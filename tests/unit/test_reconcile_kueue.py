@@ -319,7 +319,7 @@ def test_a_suspended_job_deactivates_its_workload_gives_the_quota_back_and_resum
     p = decide(j, [], 30, kueue.QueueState(workload=quiet))
     assert p.create_pods == [] and p.status is not None and p.status.phase is Phase.QUEUED
     assert p.status.reason == Reason.WAITING_FOR_QUOTA
-    assert [(e.reason, e.message) for e in p.events][0] == (
+    assert (p.events[0].reason, p.events[0].message) == (
         EventReason.RESUMED,
         "runPolicy.suspend is false: back in LocalQueue main",
     )

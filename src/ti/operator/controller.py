@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from ti.api import API_VERSION, PLURAL, ObjectMeta, Phase, TFTrainingJob
 from ti.catalog import Catalog
-from ti.operator import kueue, metrics
+from ti.operator import kueue, metrics, rawapi
 from ti.operator.cache import (
     EXPECTATION_TIMEOUT_SECONDS,
     Expectations,
@@ -114,7 +114,7 @@ class Controller:
     events: EventSink | None = None
 
     def __post_init__(self) -> None:
-        self.core = client.CoreV1Api(self.api)
+        self.core = rawapi.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.queues = Queues(self.api, self._changed)
 
@@ -412,7 +412,7 @@ class Controller:
             pod_name = pod["metadata"]["name"]
             try:
                 with priority(URGENT):
-                    self.core.create_namespaced_pod(job.namespace, pod)  # type: ignore[arg-type]
+                    self.core.create_namespaced_pod(job.namespace, pod)
             except ApiException as err:
                 if err.status != 409:
                     self._not_created(key, pods[i:])
@@ -437,10 +437,11 @@ class Controller:
     def _delete_pod(self, key: Key, pod: str, uid: str | None, grace: int | None) -> None:
         # The uid the plan saw: a pod deleted and created again under the same name (by someone else,
         # or by us after a retry the cache has not shown yet) is not the pod the plan meant.
-        options = client.V1DeleteOptions(
-            grace_period_seconds=grace, preconditions=client.V1Preconditions(uid=uid) if uid else None
-        )
+        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if grace is not None:
+            options["gracePeriodSeconds"] = grace
         if uid:
+            options["preconditions"] = {"uid": uid}
             self.expectations.expect(key, deletes=[uid])
         try:
             with priority(URGENT):

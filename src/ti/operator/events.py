@@ -11,10 +11,9 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ti.api import API_VERSION, KIND
@@ -55,28 +54,27 @@ def error_message(err: BaseException) -> str:
 
 def event_object(
     namespace: str, name: str, uid: str | None, version: str | None, e: Event, now: datetime
-) -> client.CoreV1Event:
-    """The core/v1 Event that records `e` on the job `namespace/name` (uid and resourceVersion as seen)."""
-    return client.CoreV1Event(
-        metadata=client.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
-        involved_object=client.V1ObjectReference(
-            api_version=API_VERSION,
-            kind=KIND,
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            resource_version=version,
-        ),
-        reason=e.reason,
-        message=e.message[:MESSAGE_LIMIT],
-        type=e.type,
-        first_timestamp=now,
-        last_timestamp=now,
-        count=1,
-        source=client.V1EventSource(component="ti-operator"),
-        reporting_component="ti-operator",
-        reporting_instance="ti-operator",
-    )
+) -> dict[str, Any]:
+    """The core/v1 Event that records `e` on the job `namespace/name` (uid and resourceVersion as seen),
+    as the JSON the API server takes."""
+    involved = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": namespace}
+    involved.update({k: v for k, v in (("uid", uid), ("resourceVersion", version)) if v})
+    stamp = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name}.", "namespace": namespace},
+        "involvedObject": involved,
+        "reason": str(e.reason),
+        "message": e.message[:MESSAGE_LIMIT],
+        "type": e.type,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "source": {"component": "ti-operator"},
+        "reportingComponent": "ti-operator",
+        "reportingInstance": "ti-operator",
+    }
 
 
 class EventSink(threading.Thread):
