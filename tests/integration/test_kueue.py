@@ -86,14 +86,23 @@ def queued_with(plane: ControlPlane, namespace: str, name: str, reason: str) -> 
     return check
 
 
-def test_quota_for_one_job_holds_the_second_until_the_first_completes(
-    control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet, kueue: Kueue
-) -> None:
+def first_runs_on_the_quota_for_one(
+    control_plane: ControlPlane, namespace: str, start_operator, kueue: Kueue
+) -> Queue:
+    """A queue with quota for one GPU job, the operator, job `first` running on it and job `second`
+    applied after it."""
     queue = one_gpu_job_of_quota(kueue, namespace)
     start_operator(**FAST)
     apply(control_plane, namespace, queued("first", queue.name))
     eventually(running_pods(control_plane, namespace, "first", 2), "first's 2 pods running")
     apply(control_plane, namespace, queued("second", queue.name))
+    return queue
+
+
+def test_quota_for_one_job_holds_the_second_until_the_first_completes(
+    control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet, kueue: Kueue
+) -> None:
+    queue = first_runs_on_the_quota_for_one(control_plane, namespace, start_operator, kueue)
 
     waiting = queued_with(control_plane, namespace, "second", "WaitingForQuota")
 
@@ -301,11 +310,7 @@ def test_the_operator_killed_while_jobs_wait_and_while_kueue_preempts(
 def test_suspending_a_running_queued_job_gives_its_quota_to_the_next_and_resuming_puts_it_back_in_line(
     control_plane: ControlPlane, namespace: str, start_operator, kubelet: Kubelet, kueue: Kueue
 ) -> None:
-    queue = one_gpu_job_of_quota(kueue, namespace)
-    start_operator(**FAST)
-    apply(control_plane, namespace, queued("first", queue.name))
-    eventually(running_pods(control_plane, namespace, "first", 2), "first's pods running")
-    apply(control_plane, namespace, queued("second", queue.name))
+    queue = first_runs_on_the_quota_for_one(control_plane, namespace, start_operator, kueue)
     eventually(queued_with(control_plane, namespace, "second", "WaitingForQuota"), "second waiting")
 
     patch_job(control_plane, namespace, "first", {"spec": {"runPolicy": {"suspend": True}}})
