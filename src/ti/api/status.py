@@ -101,7 +101,8 @@ class TFTrainingJobStatus(StatusModel):
     def copy_to_change(self) -> TFTrainingJobStatus:
         """A copy whose changes never reach this one: what can change in place (its lists, their
         items, the metrics) is copied and the rest, immutable, shared. `model_copy(deep=True)` does
-        the same at five times the cost, a third of a reconcile's CPU."""
+        the same at four times the cost (64 against 16 µs for a running 2-instance job's status), and
+        a plan makes two copies."""
         return self.model_copy(
             update={
                 "conditions": [c.model_copy() for c in self.conditions],
