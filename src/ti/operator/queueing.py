@@ -109,9 +109,9 @@ class Queues:
         name = job.metadata.labels.get(kueue.PRIORITY_LABEL)
         if not name:
             return None
-        at, value = self._priorities.get(name, (-KEEP_SECONDS, 0))
-        if time.monotonic() - at < KEEP_SECONDS:
-            return value
+        kept = self._priorities.get(name)
+        if kept is not None and time.monotonic() - kept[0] < KEEP_SECONDS:
+            return kept[1]
         try:
             found: Any = self.custom.get_cluster_custom_object(
                 kueue.GROUP, kueue.VERSION, kueue.PRIORITY_CLASSES, name
